@@ -1,0 +1,1 @@
+"""Fine-tuning: data builder, scene labels, mini model, LoRA and evaluation (see each module)."""
