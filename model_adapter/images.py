@@ -1,0 +1,190 @@
+"""Turn whatever a user hands us into a safe RGB PIL image.
+
+Accepts a path, raw bytes, a file-like object or a PIL image; converts every mode (palette, alpha, CMYK, 1-bit,
+16-bit and float, multi-band) to 8-bit RGB; caps the pixel count *while decoding* where the format allows (JPEG
+draft mode) and otherwise right after, so a 10 000 x 10 000 photo never reaches a processor at full size; refuses
+non-images, empty, truncated files and decompression bombs with an `ImageError` whose message a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageSource = str | Path | bytes | bytearray | BinaryIO | Image.Image
+
+# Anything declaring more pixels than this in its header is refused before decoding: Pillow's own bomb limit
+# (about 179 MP; a 10 000 x 10 000 scene is 100 MP and passes, a decompression bomb declares billions).
+MAX_DECLARED_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+DEFAULT_MAX_PIXELS = 1024 * 1024
+_PLAIN_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+class ImageError(ValueError):
+    """The input is not an image we can use; the message says why in Chinese and English."""
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open `source` and return an 8-bit RGB image of at most `max_pixels` pixels."""
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open(source)
+    try:
+        image = _first_frame(image)
+        _check_declared_size(image)
+        _draft(image, max_pixels)
+        image.load()
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data surfaces at load()
+        raise ImageError(f"图像文件已损坏或不完整，无法解码 (the image is corrupt or truncated: {exc})") from exc
+    image = ImageOps.exif_transpose(image)
+    image = downscale(image, max_pixels)
+    return to_rgb(image)
+
+
+def _open(source: str | Path | bytes | bytearray | BinaryIO) -> Image.Image:
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageError("文件为空 (the file is empty: 0 bytes)")
+        stream: BinaryIO = io.BytesIO(source)
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"找不到图像文件 (no such image file): {path}")
+        if path.stat().st_size == 0:
+            raise ImageError(f"文件为空 (the file is empty: 0 bytes): {path.name}")
+        stream = io.BytesIO(path.read_bytes())
+    else:
+        stream = source
+    try:
+        with warnings.catch_warnings():
+            # Big-but-legal scenes are downscaled by load_image; only Pillow's hard limit refuses.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"图像尺寸过大，疑似解压炸弹，已拒绝 (image too large, refused: {exc})") from exc
+    except UnidentifiedImageError as exc:
+        stream.seek(0)
+        if stream.read(4) in TIFF_MAGIC:  # a TIFF Pillow cannot decode (many bands, odd sample formats)
+            stream.seek(0)
+            return _open_tiff_bands(stream)
+        raise ImageError("不是可识别的图像文件，请上传 JPEG、PNG、TIFF、BMP 或 WebP (not a recognised image file)") from exc
+    except OSError as exc:
+        raise ImageError(f"无法读取图像 (cannot read the image: {exc})") from exc
+    if image.format == "TIFF" and (getattr(image, "n_frames", 1) > 1 or image.mode not in _PLAIN_MODES):
+        # Band-per-page or high-bit-depth scenes: read every band, as a GIS tool would.
+        stream.seek(0)
+        return _open_tiff_bands(stream)
+    return image
+
+
+def _open_tiff_bands(stream: BinaryIO) -> Image.Image:
+    """Multi-band or exotic TIFFs (e.g. 4-13 band 16-bit satellite scenes) that Pillow cannot open: read them
+    with tifffile and keep the first three bands as R, G, B (bands 1-3 are the visible ones for most sensors)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(stream) as tif:
+            shape = tif.series[0].shape
+            if math.prod(shape) > 16 * MAX_DECLARED_PIXELS:
+                raise ImageError(f"图像尺寸过大，已拒绝 (TIFF declares shape {shape}, too large)")
+            array = tif.series[0].asarray()
+    except ImageError:
+        raise
+    except Exception as exc:  # tifffile raises many types for broken files
+        raise ImageError(f"无法读取该 TIFF 文件 (cannot read this TIFF: {exc})") from exc
+    array = np.squeeze(array)
+    if array.ndim == 3 and array.shape[0] < array.shape[-1] and array.shape[0] <= 16:
+        array = np.moveaxis(array, 0, -1)  # (bands, H, W) -> (H, W, bands)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[0] * array.shape[1] > MAX_DECLARED_PIXELS:
+        raise ImageError(f"不支持的 TIFF 形状 (unsupported TIFF shape {array.shape})")
+    bands = [_high_bit_depth_to_8bit(Image.fromarray(array[..., i].astype(np.float32), mode="F"))
+             for i in range(min(3, array.shape[-1]))]
+    if len(bands) < 3:
+        return bands[0]
+    return Image.merge("RGB", bands)
+
+
+def _first_frame(image: Image.Image) -> Image.Image:
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    return image
+
+
+def _check_declared_size(image: Image.Image) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError("图像尺寸无效 (the image has no pixels)")
+    if width * height > MAX_DECLARED_PIXELS:
+        raise ImageError(
+            f"图像尺寸过大（{width}×{height}），疑似解压炸弹，已拒绝 "
+            f"(image declares {width}x{height} pixels, over the {MAX_DECLARED_PIXELS:,} limit)"
+        )
+
+
+def _draft(image: Image.Image, max_pixels: int) -> None:
+    """Let JPEG decode at a reduced scale (1/2, 1/4, 1/8) when the full size is far over the cap."""
+    if image.format == "JPEG" and image.width * image.height > 4 * max_pixels:
+        scale = math.sqrt(max_pixels / (image.width * image.height))
+        image.draft(image.mode, (max(1, int(image.width * scale * 2)), max(1, int(image.height * scale * 2))))
+
+
+def downscale(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Shrink (never enlarge) so that width x height <= max_pixels, keeping the aspect ratio."""
+    pixels = image.width * image.height
+    if pixels <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / pixels)
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    if image.mode not in ("1", "L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "YCbCr"):
+        image = _high_bit_depth_to_8bit(image)
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB. Transparency is flattened on white; 16-bit and float data are stretched."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_bit_depth_to_8bit(image).convert("RGB")
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "La", "RGBa"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
+    """Stretch a 16-bit / 32-bit / float band between its 2nd and 98th percentiles, as GIS viewers do."""
+    array = np.asarray(image, dtype=np.float64)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return Image.new("L", image.size)
+    low, high = np.percentile(finite, [2, 98])
+    if high <= low:
+        high = low + 1
+    scaled = np.clip((np.nan_to_num(array, nan=low) - low) / (high - low) * 255.0, 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+# Truncated files must fail loudly rather than be padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -1,0 +1,176 @@
+"""RemoteGLM's one settings object.
+
+Every field can be set three ways, strongest first: a command-line flag (`--max-new-tokens 256`, built from the
+field name by `add_arguments`), an environment variable with the `REMOTEGLM_` prefix
+(`REMOTEGLM_MAX_NEW_TOKENS=256`), or the default written here. Each default is defined in this file only.
+
+    from settings import Settings
+    settings = Settings()                      # environment + defaults
+    settings = Settings(model="/models/GLM-4.1V-9B-Thinking", quant=4)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "checkpoints" / "remoteglm-mini"
+
+# Sampling defaults of the original RemoteGLM (VisualGLM-6B) demo; a model's own generation_config.json wins
+# over them where it sets a value (see model_adapter.base.resolve_generation).
+ORIGINAL_GENERATION_DEFAULTS = {"temperature": 0.8, "top_p": 0.4, "top_k": 100, "repetition_penalty": 1.2}
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory: $XDG_DATA_HOME/remoteglm, else ~/.local/share/remoteglm."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "remoteglm"
+
+
+class Settings(BaseSettings):
+    """Everything a RemoteGLM process can be told: model, generation, storage, serving."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REMOTEGLM_", use_attribute_docstrings=True, extra="ignore", validate_default=True
+    )
+
+    # --- model -------------------------------------------------------------------------------------------
+    backend: Literal["hf", "openai"] = "hf"
+    """Which model backend answers: 'hf' runs a model locally with transformers; 'openai' calls an
+    OpenAI-compatible server (vLLM, `python app.py serve`, a cloud API) at --openai-base-url."""
+
+    model: str = str(DEFAULT_MODEL_DIR)
+    """Model directory or hub name for the 'hf' backend (any native transformers VLM: GLM-4.1V, Qwen2.5-VL,
+    RemoteGLM-mini...), or the served model name for the 'openai' backend. Default: the shipped RemoteGLM-mini."""
+
+    adapter: str | None = None
+    """Optional LoRA adapter directory saved by peft (finetune/lora.py writes one), applied on top of --model."""
+
+    quant: Literal[4, 8] | None = None
+    """Load the base model quantized with bitsandbytes: 4 (NF4) or 8 bits. Needs the bitsandbytes package."""
+
+    device: str = "auto"
+    """'auto' (cuda > mps > cpu), or an explicit torch device such as 'cpu', 'cuda', 'cuda:1'."""
+
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Weights dtype: 'auto' picks bfloat16 on GPUs that support it, float16 on other GPUs, float32 on CPU."""
+
+    trust_remote_code: bool = False
+    """Allow a checkpoint to run its own Python code. Off by default: only enable for checkpoints you trust."""
+
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    """Base URL of the OpenAI-compatible server used by the 'openai' backend."""
+
+    openai_api_key: SecretStr = SecretStr("EMPTY")
+    """API key sent to the OpenAI-compatible server ('EMPTY' for servers without authentication)."""
+
+    openai_timeout: float = 120.0
+    """Seconds before a request to the OpenAI-compatible server times out."""
+
+    # --- generation ----------------------------------------------------------------------------------------
+    max_new_tokens: int = Field(512, ge=1)
+    """Default number of new tokens for one answer."""
+
+    max_new_tokens_limit: int = Field(4096, ge=1)
+    """Upper bound on max_new_tokens that any request may ask for."""
+
+    temperature: float | None = Field(None, ge=0.0)
+    """Sampling temperature; 0 means greedy. Unset: the model's generation_config, else 0.8 (original project)."""
+
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    """Nucleus sampling mass. Unset: the model's generation_config, else 0.4."""
+
+    top_k: int | None = Field(None, ge=0)
+    """Top-k sampling. Unset: the model's generation_config, else 100."""
+
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    """Repetition penalty. Unset: the model's generation_config, else 1.2."""
+
+    max_image_pixels: int = Field(1024 * 1024, ge=28 * 28)
+    """Images larger than this many pixels are downscaled (aspect kept) before the processor sees them."""
+
+    max_history_images: int = Field(1, ge=0)
+    """How many of a conversation's most recent images are sent to the model; older ones become a text note."""
+
+    max_question_chars: int = Field(8000, ge=1)
+    """Longest question accepted; longer input is refused with a message."""
+
+    # --- storage --------------------------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the SQLite database and uploaded images live."""
+
+    database_url: str | None = None
+    """Any SQLAlchemy URL (postgresql+psycopg://user:pw@host/db for several replicas). Unset: SQLite in data_dir."""
+
+    image_dir: Path | None = None
+    """Directory for uploaded images (content-addressed by SHA-256). Unset: data_dir/images. Share it between
+    replicas."""
+
+    max_upload_mb: float = Field(50.0, gt=0)
+    """Largest accepted upload, in megabytes."""
+
+    # --- serving ----------------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    """Interface the web chat or API server binds. Use 0.0.0.0 to share on the network (set a login!)."""
+
+    port: int = Field(7860, ge=1, le=65535)
+    """Port of the web chat (the API server's default is 8000 unless --port is given)."""
+
+    auth_user: str | None = None
+    """User name for the web chat login (with auth_password). Unset: no login."""
+
+    auth_password: SecretStr | None = None
+    """Password for the web chat login."""
+
+    api_key: SecretStr | None = None
+    """If set, the OpenAI-compatible server requires `Authorization: Bearer <api_key>`."""
+
+    @field_validator("quant", mode="before")
+    @classmethod
+    def _quant_from_text(cls, value: Any) -> Any:
+        if value in ("", "none", "None", None):
+            return None
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'remoteglm.db'}"
+
+    @property
+    def resolved_image_dir(self) -> Path:
+        return self.image_dir or self.data_dir / "images"
+
+    def generation_overrides(self) -> dict[str, Any]:
+        """The sampling values the user set explicitly (flags or environment)."""
+        names = ("temperature", "top_p", "top_k", "repetition_penalty")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """Add one `--flag` per settings field (or per name in `names`), with the field's docstring as help.
+
+    Flags default to None so that only what the user typed overrides the environment and the defaults."""
+    for name, field in Settings.model_fields.items():
+        if names is not None and name not in names:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = field.default if field.default_factory is None else "per user"
+        help_text = f"{field.description} [env REMOTEGLM_{name.upper()}; default: {default}]"
+        if field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, default=None, help=help_text, metavar=name.upper())
+
+
+def from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the flags given on the command line."""
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    return Settings(**given)
