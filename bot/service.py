@@ -1,0 +1,205 @@
+"""The conversation service: the one place where a user's turn becomes a stored, streamed answer.
+
+The web chat, the terminal chat, the API server and the agent all call it. A turn is: validate the input, store
+the user's message (and image) first so it is never lost, rebuild the model's view of the history (only the most
+recent `max_history_images` images are sent; older ones become a short text note), stream the answer while
+keeping the stored assistant message up to date, and finish it as complete, interrupted (stop pressed: the
+partial answer is kept) or error (the partial answer and the error are kept).
+
+    service = ConversationService.from_settings(Settings())
+    conv = service.start()
+    for event in service.send(conv.id, "这张遥感图像展现了什么场景？", image=Path("airport.jpg").read_bytes()):
+        print(event.text, end="", flush=True)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, load_backend
+from model_adapter.images import ImageSource
+from settings import Settings
+from storage import ConversationStore, ConversationView, ImageRef, MessageView
+
+log = logging.getLogger(__name__)
+
+# How often a streaming answer is written back to the database (seconds); the final text is always written.
+FLUSH_INTERVAL_S = 1.0
+TITLE_CHARS = 30
+
+
+class ServiceError(ValueError):
+    """The request cannot be served as given (empty or too long question...); the message is for the user."""
+
+
+@dataclass
+class TurnEvent:
+    """One step of a turn, for whoever displays it.
+
+    kind: 'user' (the user's message is stored), 'delta' (new answer text in `text`), 'done' (the answer is
+    stored; `text` is the whole answer) or 'error' (generation failed; `error` says why, partial text kept)."""
+
+    kind: Literal["user", "delta", "done", "error"]
+    conversation_id: str
+    message_id: int
+    text: str = ""
+    status: str | None = None
+    error: str | None = None
+    completion: Completion | None = None
+
+
+class ConversationService:
+    def __init__(self, backend: ChatBackend, store: ConversationStore, settings: Settings | None = None):
+        self.backend = backend
+        self.store = store
+        self.settings = settings or Settings()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConversationService:
+        return cls(load_backend(settings), ConversationStore.from_settings(settings), settings)
+
+    # --- conversations ------------------------------------------------------------------------------------------
+    def start(self, title: str = "", settings: dict[str, Any] | None = None) -> ConversationView:
+        return self.store.create(title=title, model=self.backend.model_name, settings=settings)
+
+    def history(self, conversation_id: str) -> ConversationView:
+        return self.store.get(conversation_id)
+
+    def set_generation(self, conversation_id: str, **values: Any) -> None:
+        """Remember generation settings (temperature, top_p, max_new_tokens...) for this conversation."""
+        known = {f.name for f in fields(GenerationParams)}
+        conv = self.store.get(conversation_id)
+        merged = {**conv.settings, **{k: v for k, v in values.items() if k in known and v is not None}}
+        self.store.update_settings(conversation_id, merged)
+
+    # --- turns ------------------------------------------------------------------------------------------------------
+    def send(
+        self, conversation_id: str, text: str, image: ImageSource | ImageRef | None = None,
+        params: GenerationParams | None = None, cancel: threading.Event | None = None,
+        image_name: str | None = None,
+    ) -> Iterator[TurnEvent]:
+        """Store the user's turn and stream the answer. Raises ServiceError / ImageError before storing anything
+        when the input is unusable."""
+        text = (text or "").strip()
+        if not text and image is None:
+            raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
+        if len(text) > self.settings.max_question_chars:
+            raise ServiceError(
+                f"问题过长（{len(text)} 字），上限为 {self.settings.max_question_chars} 字 "
+                f"(question too long: {len(text)} characters, limit {self.settings.max_question_chars})"
+            )
+        conv = self.store.get(conversation_id)  # NotFound before anything is stored
+        images = [] if image is None else [image if isinstance(image, ImageRef) else self.store.add_image(image, image_name)]
+        user = self.store.append_message(conversation_id, "user", text, images)
+        if not conv.title:
+            self.store.rename(conversation_id, text[:TITLE_CHARS] or "图像对话")
+        yield TurnEvent("user", conversation_id, user.id, text)
+        yield from self._answer(conversation_id, params, cancel)
+
+    def ask(self, conversation_id: str, text: str, image: ImageSource | ImageRef | None = None,
+            params: GenerationParams | None = None) -> MessageView:
+        """Blocking turn; returns the stored answer. Raises ServiceError if generation failed."""
+        last = None
+        for event in self.send(conversation_id, text, image, params):
+            last = event
+        if last is None or last.kind == "error":
+            raise ServiceError(last.error if last else "no answer")
+        return self.store.get(conversation_id).messages[-1]
+
+    def regenerate(self, conversation_id: str, params: GenerationParams | None = None,
+                   cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
+        """Drop the last answer and answer the last question again."""
+        conv = self.store.get(conversation_id)
+        if not conv.messages or not any(m.role == "user" for m in conv.messages):
+            raise ServiceError("没有可以重新生成的回答 (nothing to regenerate)")
+        for message in reversed(conv.messages):
+            if message.role == "user":
+                break
+            self.store.delete_message(message.id)
+        yield from self._answer(conversation_id, params, cancel)
+
+    def edit_last(self, conversation_id: str, text: str, params: GenerationParams | None = None,
+                  cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
+        """Replace the last question's text (its image stays) and answer it anew."""
+        text = (text or "").strip()
+        conv = self.store.get(conversation_id)
+        users = [m for m in conv.messages if m.role == "user"]
+        if not users:
+            raise ServiceError("还没有可以编辑的问题 (no question to edit yet)")
+        if not text and not users[-1].images:
+            raise ServiceError("请输入问题 (please type a question)")
+        if len(text) > self.settings.max_question_chars:
+            raise ServiceError(f"问题过长 (question too long: {len(text)} characters)")
+        self.store.update_message(users[-1].id, text=text)
+        for message in conv.messages:
+            if message.id > users[-1].id:
+                self.store.delete_message(message.id)
+        yield from self._answer(conversation_id, params, cancel)
+
+    # --- internals ------------------------------------------------------------------------------------------------
+    def build_messages(self, conv: ConversationView) -> list[ChatMessage]:
+        """The model's view of a stored conversation (failed and empty answers left out)."""
+        usable = [m for m in conv.messages if m.role == "user" or (m.status != "error" and m.text)]
+        keep = {ref.sha256 for ref in [r for m in usable for r in m.images][::-1][: self.settings.max_history_images]}
+        messages = []
+        for m in usable:
+            notes = [f"[图像 {r.width}×{r.height}，见前文]" for r in m.images if r.sha256 not in keep]
+            text = "\n".join(notes + [m.text]) if notes else m.text
+            images = [self.store.open_image(r) for r in m.images if r.sha256 in keep]
+            keep -= {r.sha256 for r in m.images}  # an image sent twice is attached only at its first place
+            messages.append(ChatMessage(m.role, text, images))
+        return messages
+
+    def effective_params(self, conv: ConversationView, params: GenerationParams | None) -> GenerationParams:
+        known = {f.name for f in fields(GenerationParams)}
+        stored = GenerationParams(**{k: v for k, v in conv.settings.items() if k in known})
+        return stored.merged(params)
+
+    def _answer(self, conversation_id: str, params: GenerationParams | None,
+                cancel: threading.Event | None) -> Iterator[TurnEvent]:
+        conv = self.store.get(conversation_id)
+        messages = self.build_messages(conv)
+        effective = self.effective_params(conv, params)
+        answer = self.store.append_message(conversation_id, "assistant", "", status="streaming")
+        parts: list[str] = []
+        started = time.perf_counter()
+        last_flush = started
+        finished = False
+        stream = self.backend.stream(messages, effective, cancel)
+        try:
+            completion = None
+            for chunk in stream:
+                if chunk.text:
+                    parts.append(chunk.text)
+                    yield TurnEvent("delta", conversation_id, answer.id, chunk.text)
+                    if time.perf_counter() - last_flush > FLUSH_INTERVAL_S:
+                        self.store.update_message(answer.id, text="".join(parts))
+                        last_flush = time.perf_counter()
+                completion = chunk.completion or completion
+            status = "interrupted" if completion is None or completion.finish_reason == "cancelled" else "complete"
+            text = completion.text if completion and status == "complete" else "".join(parts)
+            self.store.update_message(
+                answer.id, text=text, status=status,
+                prompt_tokens=completion.prompt_tokens if completion else None,
+                completion_tokens=completion.completion_tokens if completion else None,
+                latency_ms=int((time.perf_counter() - started) * 1000),
+            )
+            finished = True
+            yield TurnEvent("done", conversation_id, answer.id, text, status=status, completion=completion)
+        except Exception as exc:  # noqa: BLE001 - any backend failure must end as a stored error, not a lost turn
+            log.exception("generation failed in conversation %s", conversation_id)
+            self.store.update_message(answer.id, text="".join(parts), status="error", error=str(exc)[:2000],
+                                      latency_ms=int((time.perf_counter() - started) * 1000))
+            finished = True
+            yield TurnEvent("error", conversation_id, answer.id, "".join(parts), status="error",
+                            error=f"生成失败 (generation failed): {exc}")
+        finally:
+            stream.close()  # stops generation at once when our consumer went away
+            if not finished:  # the consumer closed the stream (stop button, disconnect): keep what we have
+                self.store.update_message(answer.id, text="".join(parts), status="interrupted",
+                                          latency_ms=int((time.perf_counter() - started) * 1000))

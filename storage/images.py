@@ -1,0 +1,67 @@
+"""Content-addressed image files: each distinct image is stored once as <sha256>.<ext>.
+
+Uploads are normalised first (`model_adapter.images.load_image`: any mode -> RGB, pixel cap), so what is stored
+is exactly what the model saw; JPEG and PNG inputs that need no change keep their original bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from model_adapter.images import ImageSource, image_bytes, load_image
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    sha256: str
+    filename: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class ImageStore:
+    def __init__(self, root: Path, max_pixels: int):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_pixels = max_pixels
+
+    def put(self, source: ImageSource) -> tuple[ImageFile, Image.Image]:
+        """Normalise and store an image; returns its record and the RGB image. Raises ImageError."""
+        original = source if isinstance(source, (bytes, bytearray)) else None
+        image = load_image(source, self.max_pixels)
+        data, ext = self._encoded(image, original)
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.root / f"{sha}.{ext}"
+        if not path.exists():
+            # Write-then-rename so a crash or a concurrent writer never leaves half a file under the final name.
+            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        return ImageFile(sha, path.name, image.width, image.height, len(data)), image
+
+    @staticmethod
+    def _encoded(image: Image.Image, original: bytes | bytearray | None) -> tuple[bytes, str]:
+        if original is not None:
+            with Image.open(io.BytesIO(original)) as probe:
+                unrotated = probe.getexif().get(0x0112, 1) == 1  # EXIF orientation would change what the model saw
+                if probe.format in ("JPEG", "PNG") and probe.mode == "RGB" and probe.size == image.size and unrotated:
+                    return bytes(original), "jpg" if probe.format == "JPEG" else "png"
+        return image_bytes(image, "PNG"), "png"
+
+    def path(self, filename: str) -> Path:
+        return self.root / filename
+
+    def open(self, filename: str) -> Image.Image:
+        return load_image(self.path(filename), self.max_pixels)
+
+    def delete(self, filename: str) -> None:
+        self.path(filename).unlink(missing_ok=True)

@@ -1,0 +1,241 @@
+"""ConversationStore: every operation the UI, CLI, API server and agent need on stored conversations.
+
+It hands out plain dataclasses (`ConversationView`, `MessageView`, `ImageRef`), never live ORM objects, so callers
+in any thread can keep them after the session closed. Works on any SQLAlchemy URL.
+
+    store = ConversationStore.from_settings(Settings())
+    conv = store.create(title="机场")
+    image = store.add_image(Path("airport.jpg").read_bytes(), original_name="airport.jpg")
+    store.append_message(conv.id, "user", "这张遥感图像展现了什么场景？", images=[image])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from model_adapter.images import ImageSource
+from settings import Settings
+from storage.db import make_engine, make_sessionmaker
+from storage.images import ImageStore
+from storage.models import Conversation, Message, MessageImage, StoredImage, utcnow
+
+MESSAGE_STATUSES = ("complete", "streaming", "interrupted", "error")
+
+
+class NotFound(LookupError):
+    """No conversation or message with that id."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    sha256: str
+    filename: str
+    path: Path
+    width: int
+    height: int
+
+
+@dataclass
+class MessageView:
+    id: int
+    role: str
+    text: str
+    status: str
+    images: list[ImageRef]
+    created_at: datetime
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: int | None = None
+
+
+@dataclass
+class ConversationView:
+    id: str
+    title: str
+    model: str | None
+    settings: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    messages: list[MessageView] = field(default_factory=list)  # filled by get(), empty in list()
+
+
+class ConversationStore:
+    def __init__(self, database_url: str, image_dir: Path, max_pixels: int = 1024 * 1024):
+        self.engine = make_engine(database_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.images = ImageStore(image_dir, max_pixels)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConversationStore:
+        return cls(settings.resolved_database_url, settings.resolved_image_dir, settings.max_image_pixels)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- conversations ---------------------------------------------------------------------------------------------
+    def create(self, title: str = "", model: str | None = None, settings: dict[str, Any] | None = None) -> ConversationView:
+        with self.sessions.begin() as session:
+            conv = Conversation(title=title[:200], model=model, settings=dict(settings or {}))
+            session.add(conv)
+            session.flush()
+            return _conversation_view(conv)
+
+    def list(self, limit: int = 50, offset: int = 0) -> list[ConversationView]:
+        """Newest activity first."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id)
+                .limit(limit).offset(offset)
+            )
+            return [_conversation_view(c) for c in rows]
+
+    def count(self) -> int:
+        with self.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Conversation)) or 0
+
+    def get(self, conversation_id: str) -> ConversationView:
+        with self.sessions() as session:
+            conv = self._conversation(session, conversation_id)
+            messages = session.scalars(
+                select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+            ).all()
+            images = self._image_rows(session, messages)
+            view = _conversation_view(conv)
+            view.messages = [self._message_view(m, images) for m in messages]
+            return view
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        self._update_conversation(conversation_id, title=title.strip()[:200])
+
+    def update_settings(self, conversation_id: str, settings: dict[str, Any]) -> None:
+        self._update_conversation(conversation_id, settings=dict(settings))
+
+    def delete(self, conversation_id: str) -> None:
+        """Delete a conversation, its messages, and image files that no other message uses."""
+        with self.sessions.begin() as session:
+            conv = self._conversation(session, conversation_id)
+            shas = set(session.scalars(
+                select(MessageImage.image_sha256).join(Message).where(Message.conversation_id == conversation_id)
+            ))
+            session.execute(delete(MessageImage).where(
+                MessageImage.message_id.in_(select(Message.id).where(Message.conversation_id == conversation_id))
+            ))
+            session.execute(delete(Message).where(Message.conversation_id == conversation_id))
+            session.delete(conv)
+            orphans = self._drop_orphan_images(session, shas)
+        for filename in orphans:
+            self.images.delete(filename)
+
+    # --- messages ------------------------------------------------------------------------------------------------------
+    def add_image(self, source: ImageSource, original_name: str | None = None) -> ImageRef:
+        """Store an image once (by content hash). Raises model_adapter.ImageError for unusable input."""
+        record, _ = self.images.put(source)
+        try:
+            with self.sessions.begin() as session:
+                if session.get(StoredImage, record.sha256) is None:
+                    session.add(StoredImage(
+                        sha256=record.sha256, filename=record.filename, width=record.width, height=record.height,
+                        size_bytes=record.size_bytes, original_name=(original_name or "")[:255] or None,
+                    ))
+        except IntegrityError:
+            pass  # another thread or replica stored the same image a moment ago
+        return ImageRef(record.sha256, record.filename, self.images.path(record.filename), record.width, record.height)
+
+    def append_message(
+        self, conversation_id: str, role: str, text: str, images: list[ImageRef] | tuple = (),
+        status: str = "complete", **stats: Any,
+    ) -> MessageView:
+        _check_status(status)
+        with self.sessions.begin() as session:
+            self._conversation(session, conversation_id)
+            message = Message(conversation_id=conversation_id, role=role, text=text, status=status, **stats)
+            message.images = [MessageImage(position=i, image_sha256=ref.sha256) for i, ref in enumerate(images)]
+            session.add(message)
+            session.execute(update(Conversation).where(Conversation.id == conversation_id).values(updated_at=utcnow()))
+            session.flush()
+            return MessageView(message.id, role, text, status, list(images), message.created_at, **stats)
+
+    def update_message(self, message_id: int, **values: Any) -> None:
+        """Change text / status / error / token counts / latency of a message in place (streaming updates)."""
+        if "status" in values:
+            _check_status(values["status"])
+        with self.sessions.begin() as session:
+            result = session.execute(update(Message).where(Message.id == message_id).values(**values, updated_at=utcnow()))
+            if result.rowcount == 0:
+                raise NotFound(f"no message {message_id}")
+
+    def delete_message(self, message_id: int) -> None:
+        with self.sessions.begin() as session:
+            message = session.get(Message, message_id)
+            if message is None:
+                raise NotFound(f"no message {message_id}")
+            shas = {link.image_sha256 for link in message.images}
+            session.delete(message)
+            session.flush()
+            orphans = self._drop_orphan_images(session, shas)
+        for filename in orphans:
+            self.images.delete(filename)
+
+    def open_image(self, ref: ImageRef) -> Image.Image:
+        return self.images.open(ref.filename)
+
+    # --- helpers ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _conversation(session: Session, conversation_id: str) -> Conversation:
+        conv = session.get(Conversation, conversation_id)
+        if conv is None:
+            raise NotFound(f"no conversation {conversation_id}")
+        return conv
+
+    def _update_conversation(self, conversation_id: str, **values: Any) -> None:
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Conversation).where(Conversation.id == conversation_id).values(**values, updated_at=utcnow())
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no conversation {conversation_id}")
+
+    @staticmethod
+    def _image_rows(session: Session, messages: list[Message]) -> dict[str, StoredImage]:
+        shas = {link.image_sha256 for m in messages for link in m.images}
+        if not shas:
+            return {}
+        return {row.sha256: row for row in session.scalars(select(StoredImage).where(StoredImage.sha256.in_(shas)))}
+
+    def _message_view(self, m: Message, images: dict[str, StoredImage]) -> MessageView:
+        refs = [self._ref(images[link.image_sha256]) for link in m.images]
+        return MessageView(m.id, m.role, m.text, m.status, refs, m.created_at, m.error, m.prompt_tokens,
+                           m.completion_tokens, m.latency_ms)
+
+    def _ref(self, row: StoredImage) -> ImageRef:
+        return ImageRef(row.sha256, row.filename, self.images.path(row.filename), row.width, row.height)
+
+    @staticmethod
+    def _drop_orphan_images(session: Session, shas: set[str]) -> list[str]:
+        """Delete image rows among `shas` that no message links any more; return their filenames."""
+        if not shas:
+            return []
+        still_used = set(session.scalars(select(MessageImage.image_sha256).where(MessageImage.image_sha256.in_(shas))))
+        orphans = session.scalars(select(StoredImage).where(StoredImage.sha256.in_(shas - still_used))).all()
+        filenames = [row.filename for row in orphans]
+        for row in orphans:
+            session.delete(row)
+        return filenames
+
+
+def _conversation_view(conv: Conversation) -> ConversationView:
+    return ConversationView(conv.id, conv.title, conv.model, dict(conv.settings or {}), conv.created_at, conv.updated_at)
+
+
+def _check_status(status: str) -> None:
+    if status not in MESSAGE_STATUSES:
+        raise ValueError(f"message status must be one of {MESSAGE_STATUSES}, not {status!r}")
