@@ -41,7 +41,8 @@ def load_prompt(mode: str, prompt_dir: Path = PROMPT_DIR) -> Prompt:
 
 
 def number_lines(lines: list[str]) -> str:
-    return "\n".join(f"{i}. {' '.join(line.split())}" for i, line in enumerate(lines, 1))
+    # Line breaks inside a unit would break the numbering; other spacing is left as the source has it.
+    return "\n".join(f"{i}. {' '.join(line.splitlines()).strip()}" for i, line in enumerate(lines, 1))
 
 
 def parse_numbered(answer: str, expected: int) -> list[str] | None:

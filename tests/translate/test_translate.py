@@ -251,3 +251,20 @@ def test_cache_key_includes_model_and_prompt_version(tmp_path, fake):
     n = len(fake.requests)
     run(_cfg(tmp_path, fake, model="another-model"))
     assert len(fake.requests) == 2 * n
+
+
+def test_full_ucm_and_sydney_run_reproduces_the_shipped_file(tmp_path, fake):
+    """The whole shipped data/en caption files through the CLI: every accepted line equals data/zh/captions_zh.jsonl.
+
+    The one line the validator flags is a source typo ("Two are three storage tanks ...") that needs a human.
+    """
+    out = tmp_path / "captions_zh.jsonl"
+    argv = ["run", str(REPO / "data/en/ucm/dataset.json"), str(REPO / "data/en/sydney/dataset.json"), "--out",
+            str(out), "--base-url", fake.url, "--model", "fake-mt", "--api-key", "x", "--cache",
+            str(tmp_path / "c.sqlite"), "--batch-size", "25", "--concurrency", "2", "--no-progress"]
+    assert main(argv) == 1  # 1 = some units failed
+    shipped_rows = {r["id"]: r for r in _rows(SHIPPED[0])}
+    rows = _rows(out)
+    assert len(rows) == len(shipped_rows) - 1 and all(shipped_rows[r["id"]] == r for r in rows)
+    failures = _rows(out.with_name(out.name + ".failures.jsonl"))
+    assert [f["source"] for f in failures] == ["Two are three storage tanks triangularly distributed in the lawn ."]
