@@ -172,7 +172,7 @@ GLOSSARY: dict[str, str] = {
 GLOSSARY_ALTERNATES: dict[str, tuple[str, ...]] = {
     "beach": ("沙滩",), "storage tank": ("油罐",), "harbor": ("港",), "port": ("港",), "stadium": ("球场",),
     "airplane": ("客机",), "meadow": ("草甸", "草原"), "desert": ("荒漠",),
-    "playground": ("球场", "运动场"), "dense residential": ("密集的住宅", "密集住宅"), "resort": ("度假",),
+    "playground": ("球场", "运动场", "田径场"), "forest": ("林",), "dense residential": ("密集的住宅", "密集住宅"), "resort": ("度假",),
 }
 
 COLOURS: dict[str, tuple[str, ...]] = {
@@ -257,13 +257,32 @@ OBJECTS: dict[str, ObjectTerm] = {o.key: o for o in [
        ["农田", "耕地"], countable=False),
     _o("railway", "railway", "railways", "铁路", "条", [r"railways?(?! station)", r"railroads?", r"rail ?tracks?"], ["铁路", "铁轨"]),
     _o("golf_course", "golf course", "golf courses", "高尔夫球场", "个", [r"golf ?courses?"], ["高尔夫"]),
-    _o("road", "road", "roads", "道路", "条", [r"roads?", r"streets?", r"highways?", r"freeways?"], ["路", "街", "道"],
+    _o("road", "road", "roads", "道路", "条", [r"roads?", r"streets?", r"highways?", r"freeways?"], ["路", "街"],
        negative_ok=False),
     _o("building", "building", "buildings", "建筑物", "栋", [r"buildings?"], ["建筑", "楼"], negative_ok=False),
     _o("house", "house", "houses", "房屋", "栋", [r"houses?", r"villas?"], ["房", "别墅", "住宅"], negative_ok=False),
     _o("tree", "tree", "trees", "树", "棵", [r"trees?"], ["树"], negative_ok=False),
-    _o("car", "car", "cars", "汽车", "辆", [r"cars?", r"vehicles?", r"trucks?"], ["车"], negative_ok=False),
+    _o("car", "car", "cars", "汽车", "辆", [r"cars?", r"vehicles?", r"trucks?"],
+       ["汽车", "车辆", "轿车", "卡车", "小车", "车子"], negative_ok=False),
 ]}
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def objects_in(text: str) -> set[str]:
+    """Keys of the OBJECTS a text names (Chinese text is matched with `zh_match`, other text with the regexes)."""
+    zh = bool(_CJK.search(text))
+    return {k for k, o in OBJECTS.items() if (o.in_zh(text) if zh else o.in_en(text))}
+
+
+def unsupported_objects(answer: str, references: list[str]) -> list[str]:
+    """Objects the answer names that no reference (English or Chinese) mentions: the faithfulness check.
+
+    Example: answer "图中有两架飞机和一个储罐", references about airplanes only -> ["storage_tank"].
+    """
+    mentioned = set().union(*(objects_in(r) for r in references)) if references else set()
+    return sorted(objects_in(answer) - mentioned)
 
 
 # --- optional caption-based scene guess for RSICD's unnamed files --------------------------------------------------

@@ -35,3 +35,12 @@ def test_guess_scene_is_conservative():
     caps = ["a playground with a red track"] * 4 + ["buildings around"]
     assert guess_scene_from_captions(caps) == "playground"
     assert guess_scene_from_captions(["a playground", "a pond", "a school", "trees", "a road"]) is None
+
+
+def test_unsupported_objects_flags_what_no_reference_mentions():
+    from finetune.scenes import unsupported_objects
+
+    refs = ["Two airplanes are parked at the airport .", "两架飞机停在机场。"]
+    assert unsupported_objects("图中有两架飞机和一个储罐。", refs) == ["storage_tank"]
+    assert unsupported_objects("There are two airplanes.", refs) == []
+    assert unsupported_objects("一条跑道和停车场。", ["a runway and a parking lot ."]) == []
