@@ -1,0 +1,170 @@
+"""ConversationService over a real tiny model and a real SQLite store."""
+
+import threading
+
+import pytest
+
+from bot.service import ConversationService, ServiceError
+from model_adapter import ChatBackend, GenerationParams, ImageError, load_backend
+from settings import Settings
+from storage import ConversationStore
+
+GREEDY = GenerationParams(max_new_tokens=8, do_sample=False)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_glm4v_dir):
+    return load_backend(model=str(tiny_glm4v_dir))
+
+
+def make_service(backend, tmp_path, **settings) -> ConversationService:
+    settings = Settings(data_dir=tmp_path, **settings)
+    return ConversationService(backend, ConversationStore.from_settings(settings), settings)
+
+
+class RecordingBackend(ChatBackend):
+    """Wraps the real backend and keeps every conversation it was asked to answer."""
+
+    def __init__(self, inner, fail_after: int | None = None):
+        self.inner, self.fail_after, self.calls = inner, fail_after, []
+        self.model_name = inner.model_name
+
+    def stream(self, messages, params=None, cancel=None):
+        self.calls.append(messages)
+        for i, chunk in enumerate(self.inner.stream(messages, params, cancel)):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise RuntimeError("GPU fell off the bus")
+            yield chunk
+
+    def render_prompt(self, messages):
+        return self.inner.render_prompt(messages)
+
+
+def test_turn_is_streamed_and_both_sides_are_stored(backend, tmp_path, airplane_jpg):
+    service = make_service(backend, tmp_path)
+    conv = service.start()
+    events = list(service.send(conv.id, "这张遥感图像展现了什么场景？", image=airplane_jpg, params=GREEDY))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "user" and kinds[-1] == "done" and "delta" in kinds
+    answer = "".join(e.text for e in events if e.kind == "delta")
+    stored = service.history(conv.id)
+    assert stored.title == "这张遥感图像展现了什么场景？"
+    assert [m.role for m in stored.messages] == ["user", "assistant"]
+    assert stored.messages[0].images and stored.messages[1].text == events[-1].text
+    assert events[-1].text == answer
+    assert stored.messages[1].status == "complete"
+    assert stored.messages[1].completion_tokens == events[-1].completion.completion_tokens
+    assert stored.messages[1].latency_ms is not None
+
+
+def test_second_answer_is_generated_with_the_first_turn_in_the_prompt(backend, tmp_path, airplane_jpg):
+    service = make_service(backend, tmp_path)
+    conv = service.start()
+    first = service.ask(conv.id, "这张遥感图像展现了什么场景？", image=airplane_jpg, params=GREEDY)
+    events = list(service.send(conv.id, "图中有多少架飞机？", params=GREEDY))
+    prompt = events[-1].completion.prompt
+    assert prompt.count("<|image|>") == 1  # the image of turn one is still shown
+    assert first.text
+    q1 = prompt.index("这张遥感图像展现了什么场景？")
+    assert q1 < prompt.index(first.text, q1) < prompt.index("图中有多少架飞机？")
+
+
+def test_restart_reopens_the_database_and_continues_the_conversation(backend, tmp_path, airplane_jpg):
+    before = make_service(backend, tmp_path)
+    conv = before.start()
+    before.ask(conv.id, "这张遥感图像展现了什么场景？", image=airplane_jpg, params=GREEDY)
+    before.store.close()
+
+    recording = RecordingBackend(backend)
+    after = make_service(recording, tmp_path)  # same data_dir: same SQLite file and image folder
+    assert [c.id for c in after.store.list()] == [conv.id]
+    after.ask(conv.id, "图中有多少架飞机？", params=GREEDY)
+    sent = recording.calls[-1]
+    assert [m.role for m in sent] == ["user", "assistant", "user"]
+    assert len(sent[0].images) == 1 and sent[0].images[0].size == (256, 256)
+    assert len(after.history(conv.id).messages) == 4
+
+
+def test_only_the_most_recent_images_are_sent(backend, tmp_path, airplane_jpg, harbor_jpg):
+    recording = RecordingBackend(backend)
+    service = make_service(recording, tmp_path, max_history_images=1)
+    conv = service.start()
+    service.ask(conv.id, "第一张", image=airplane_jpg, params=GREEDY)
+    service.ask(conv.id, "第二张", image=harbor_jpg, params=GREEDY)
+    sent = recording.calls[-1]
+    assert [len(m.images) for m in sent] == [0, 0, 1]
+    assert sent[0].text.startswith("[图像 256×256，见前文]") and sent[0].text.endswith("第一张")
+
+
+def test_failure_mid_stream_keeps_partial_answer_and_the_question(backend, tmp_path, airplane_jpg):
+    service = make_service(RecordingBackend(backend, fail_after=2), tmp_path)
+    conv = service.start()
+    events = list(service.send(conv.id, "这张遥感图像展现了什么场景？", image=airplane_jpg,
+                               params=GenerationParams(max_new_tokens=30, do_sample=False)))
+    assert events[-1].kind == "error" and "GPU fell off the bus" in events[-1].error
+    user, answer = service.history(conv.id).messages
+    assert user.text == "这张遥感图像展现了什么场景？" and user.images
+    assert answer.status == "error" and answer.error == "GPU fell off the bus"
+    assert answer.text == "".join(e.text for e in events if e.kind == "delta") and answer.text
+
+
+def test_stop_keeps_the_partial_answer_as_interrupted(backend, tmp_path, airplane_jpg):
+    service = make_service(backend, tmp_path)
+    conv = service.start()
+    cancel = threading.Event()
+    stream = service.send(conv.id, "描述这张图", image=airplane_jpg, cancel=cancel,
+                          params=GenerationParams(max_new_tokens=200, do_sample=False))
+    seen = ""
+    for event in stream:
+        if event.kind == "delta":
+            seen += event.text
+            cancel.set()
+    answer = service.history(conv.id).messages[-1]
+    assert answer.status == "interrupted" and answer.text == seen and answer.completion_tokens < 200
+
+
+def test_closing_the_stream_keeps_the_partial_answer(backend, tmp_path, airplane_jpg):
+    service = make_service(backend, tmp_path)
+    conv = service.start()
+    stream = service.send(conv.id, "描述这张图", image=airplane_jpg,
+                          params=GenerationParams(max_new_tokens=200, do_sample=False))
+    next(stream), next(stream)  # user, first delta
+    stream.close()  # e.g. the browser went away
+    answer = service.history(conv.id).messages[-1]
+    assert answer.status == "interrupted" and answer.text
+
+
+@pytest.mark.parametrize("text, image, error", [
+    ("", None, ServiceError), ("   ", None, ServiceError), ("x" * 100_000, None, ServiceError),
+    ("这是什么？", b"not an image", ImageError), ("这是什么？", b"", ImageError),
+])
+def test_bad_input_is_refused_before_anything_is_stored(backend, tmp_path, airplane_jpg, text, image, error):
+    service = make_service(backend, tmp_path)
+    conv = service.start()
+    service.ask(conv.id, "第一问", image=airplane_jpg, params=GREEDY)
+    with pytest.raises(error):
+        list(service.send(conv.id, text, image=image))
+    assert [m.text for m in service.history(conv.id).messages][0] == "第一问"
+    assert len(service.history(conv.id).messages) == 2
+
+
+def test_regenerate_and_edit_last(backend, tmp_path, airplane_jpg):
+    recording = RecordingBackend(backend)
+    service = make_service(recording, tmp_path)
+    conv = service.start()
+    service.ask(conv.id, "这是什么？", image=airplane_jpg, params=GREEDY)
+    list(service.regenerate(conv.id, params=GREEDY))
+    assert [m.role for m in service.history(conv.id).messages] == ["user", "assistant"]
+    list(service.edit_last(conv.id, "图中有飞机吗？", params=GREEDY))
+    messages = service.history(conv.id).messages
+    assert [m.text for m in messages][0] == "图中有飞机吗？" and messages[0].images
+    assert recording.calls[-1][-1].text == "图中有飞机吗？" and len(recording.calls[-1][-1].images) == 1
+
+
+def test_generation_settings_are_remembered_per_conversation(backend, tmp_path, airplane_jpg):
+    service = make_service(backend, tmp_path)
+    conv = service.start()
+    service.set_generation(conv.id, temperature=0.0, max_new_tokens=3, unknown="ignored")
+    assert service.history(conv.id).settings == {"temperature": 0.0, "max_new_tokens": 3}
+    answer = service.ask(conv.id, "这是什么？", image=airplane_jpg)
+    assert answer.completion_tokens <= 3

@@ -1,0 +1,143 @@
+"""ConversationStore on a real SQLite file and, when REMOTEGLM_TEST_POSTGRES_URL is set, a real PostgreSQL."""
+
+import json
+import threading
+
+import pytest
+
+from model_adapter import ImageError
+from storage import ConversationStore, NotFound
+from storage.export import to_json_text, to_markdown
+
+
+@pytest.fixture
+def store(database_url, tmp_path):
+    store = ConversationStore(database_url, tmp_path / "images")
+    yield store
+    store.close()
+
+
+def test_conversation_round_trip_with_image(store, airplane_jpg):
+    conv = store.create(title="机场", model="mini", settings={"temperature": 0.5})
+    image = store.add_image(airplane_jpg, original_name="airport.jpg")
+    user = store.append_message(conv.id, "user", "这张遥感图像展现了什么场景？", images=[image])
+    answer = store.append_message(conv.id, "assistant", "", status="streaming")
+    store.update_message(answer.id, text="这是一个机场。", status="complete", prompt_tokens=40,
+                         completion_tokens=7, latency_ms=120)
+
+    loaded = store.get(conv.id)
+    assert (loaded.title, loaded.model, loaded.settings) == ("机场", "mini", {"temperature": 0.5})
+    assert [(m.role, m.text, m.status) for m in loaded.messages] == [
+        ("user", "这张遥感图像展现了什么场景？", "complete"), ("assistant", "这是一个机场。", "complete")]
+    assert loaded.messages[0].id == user.id
+    assert loaded.messages[0].images == [image]
+    assert image.path.read_bytes() == airplane_jpg  # a plain RGB JPEG is kept byte for byte
+    assert loaded.messages[1].completion_tokens == 7 and loaded.messages[1].latency_ms == 120
+
+
+def test_images_are_stored_once_by_content_hash(store, airplane_jpg):
+    first = store.add_image(airplane_jpg)
+    second = store.add_image(airplane_jpg)
+    assert first == second
+    assert len(list(first.path.parent.glob("*.jpg"))) == 1
+    assert len(first.sha256) == 64
+
+
+def test_database_holds_references_not_image_bytes(store, airplane_jpg):
+    conv = store.create()
+    store.append_message(conv.id, "user", "q", images=[store.add_image(airplane_jpg)])
+    with store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        rows = conn.execute(text("SELECT * FROM image")).mappings().all()
+    assert all(len(str(value)) < 200 for row in rows for value in row.values())
+
+
+def test_list_is_newest_first_and_paginated(store):
+    ids = [store.create(title=f"c{i}").id for i in range(5)]
+    store.append_message(ids[1], "user", "bump")  # activity moves c1 to the top
+    listed = [c.id for c in store.list(limit=3)]
+    assert listed == [ids[1], ids[4], ids[3]]
+    assert [c.id for c in store.list(limit=3, offset=3)] == [ids[2], ids[0]]
+    assert store.count() == 5
+
+
+def test_rename_and_settings(store):
+    conv = store.create()
+    store.rename(conv.id, "  港口分析  ")
+    store.update_settings(conv.id, {"top_p": 0.9})
+    loaded = store.get(conv.id)
+    assert loaded.title == "港口分析" and loaded.settings == {"top_p": 0.9}
+    with pytest.raises(NotFound):
+        store.rename("missing", "x")
+
+
+def test_delete_removes_messages_and_unshared_images(store, airplane_jpg, harbor_jpg):
+    keep, drop = store.create(), store.create()
+    shared = store.add_image(airplane_jpg)
+    only_drop = store.add_image(harbor_jpg)
+    store.append_message(keep.id, "user", "a", images=[shared])
+    store.append_message(drop.id, "user", "b", images=[shared, only_drop])
+    store.delete(drop.id)
+    with pytest.raises(NotFound):
+        store.get(drop.id)
+    assert shared.path.exists() and not only_drop.path.exists()
+    assert store.get(keep.id).messages[0].images == [shared]
+
+
+def test_bad_image_is_refused_and_nothing_is_lost(store, airplane_jpg):
+    conv = store.create()
+    store.append_message(conv.id, "user", "first", images=[store.add_image(airplane_jpg)])
+    with pytest.raises(ImageError):
+        store.add_image(b"not an image")
+    assert [m.text for m in store.get(conv.id).messages] == ["first"]
+
+
+def test_invalid_status_is_refused(store):
+    conv = store.create()
+    with pytest.raises(ValueError, match="status"):
+        store.append_message(conv.id, "assistant", "x", status="bogus")
+
+
+def test_concurrent_appends_from_threads(store):
+    conv = store.create()
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(10):
+                store.append_message(conv.id, "user", f"{n}-{i}")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    texts = [m.text for m in store.get(conv.id).messages]
+    assert sorted(texts) == sorted(f"{n}-{i}" for n in range(4) for i in range(10))
+
+
+def test_reopening_the_database_keeps_everything(database_url, tmp_path, airplane_jpg):
+    first = ConversationStore(database_url, tmp_path / "images")
+    conv = first.create(title="restart")
+    first.append_message(conv.id, "user", "q", images=[first.add_image(airplane_jpg)])
+    first.close()
+    second = ConversationStore(database_url, tmp_path / "images")
+    loaded = second.get(conv.id)
+    assert loaded.title == "restart" and loaded.messages[0].images[0].path.exists()
+    second.close()
+
+
+def test_exports(store, airplane_jpg):
+    conv = store.create(title="导出")
+    image = store.add_image(airplane_jpg)
+    store.append_message(conv.id, "user", "图中有什么？", images=[image])
+    store.append_message(conv.id, "assistant", "几架飞机。", status="interrupted")
+    view = store.get(conv.id)
+    markdown = to_markdown(view)
+    assert markdown.startswith("# 导出") and "图中有什么？" in markdown and image.filename in markdown
+    assert "*[interrupted]*" in markdown
+    data = json.loads(to_json_text(view))
+    assert [m["text"] for m in data["messages"]] == ["图中有什么？", "几架飞机。"]
+    assert data["messages"][0]["images"][0]["sha256"] == image.sha256
