@@ -53,6 +53,8 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'remoteglm.db'}"
     if not POSTGRES_URL:
+        if os.environ.get("REMOTEGLM_REQUIRE_POSTGRES"):
+            pytest.fail("REMOTEGLM_REQUIRE_POSTGRES is set but REMOTEGLM_TEST_POSTGRES_URL is not")
         pytest.skip("PostgreSQL tests need REMOTEGLM_TEST_POSTGRES_URL (set by .ci/run, which starts a server)")
     from sqlalchemy import create_engine, text
 
