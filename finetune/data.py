@@ -151,7 +151,8 @@ def original_to_samples(rows: list[dict], records: list[ImageRecord]) -> list[Sa
         if rec is None:
             continue
         out.append({"id": f"{rec.dataset}-{rec.stem}-describe_zh-seed", "dataset": rec.dataset, "split": rec.split,
-                    "image": rec.image, "task": "describe_zh", "lang": "zh", **({"label": rec.label} if rec.label else {}),
+                    "image": rec.image, "task": "describe_zh", "lang": "zh",
+                    **({"label": rec.label} if rec.label else {}),
                     "messages": [{"role": "user", "content": row["prompt"]},
                                  {"role": "assistant", "content": row["label"]}],
                     "meta": {"source": "remoteglm-seed", "img": row["img"]}})

@@ -88,7 +88,8 @@ class Run:
 
     def __init__(self, cfg: TranslateConfig, client: ChatClient, prompt: Prompt, cache: TranslationCache,
                  mode: Mode, report: Report) -> None:
-        self.cfg, self.client, self.prompt, self.cache, self.mode, self.report = cfg, client, prompt, cache, mode, report
+        self.cfg, self.client, self.prompt, self.cache = cfg, client, prompt, cache
+        self.mode, self.report = mode, report
         self.results: dict[str, str] = {}
         self.failures: dict[str, dict] = {}
         self.stop = threading.Event()
