@@ -92,9 +92,12 @@ def test_lora_adapter_saved_by_peft_loads_and_changes_logits(tiny_model_dir, ima
     assert tuned.generate(messages, GREEDY).completion_tokens >= 1
 
 
-def test_4bit_quantized_model_generates_on_cpu(tiny_model_dir, image):
-    backend = load_backend(model=str(tiny_model_dir), quant=4)
-    assert any("4bit" in type(m).__name__ for m in backend.model.modules())
+@pytest.mark.parametrize("bits, layer", [(4, "Linear4bit"), (8, "Linear8bitLt")])
+def test_quantized_model_generates_on_cpu(tiny_model_dir, image, bits, layer):
+    backend = load_backend(model=str(tiny_model_dir), quant=bits)
+    quantized = {name for name, m in backend.model.named_modules() if type(m).__name__ == layer}
+    assert any("language_model" in name for name in quantized)
+    assert not any(".visual." in name for name in quantized)  # the vision tower stays in full precision
     completion = backend.generate([ChatMessage("user", QUESTION, [image])], GREEDY)
     assert completion.completion_tokens >= 1
 

@@ -141,3 +141,13 @@ def test_exports(store, airplane_jpg):
     data = json.loads(to_json_text(view))
     assert [m["text"] for m in data["messages"]] == ["图中有什么？", "几架飞机。"]
     assert data["messages"][0]["images"][0]["sha256"] == image.sha256
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    store = ConversationStore(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "images")
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    store.close()
