@@ -185,14 +185,15 @@ def run(cfg: TranslateConfig, client: ChatClient | None = None) -> Report:
             pending.append(u)
     batches = [pending[i:i + cfg.batch_size] for i in range(0, len(pending), cfg.batch_size)]
     state.bar = tqdm(total=len(pending), desc=f"translate {cfg.mode}", unit=mode.one_per, disable=not cfg.progress)
+    pool = ThreadPoolExecutor(max_workers=cfg.concurrency)
     try:
-        with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-            for fut in [pool.submit(state.batch, b) for b in batches]:
-                fut.result()
-    except KeyboardInterrupt:
+        for fut in [pool.submit(state.batch, b) for b in batches]:
+            fut.result()
+    except KeyboardInterrupt:  # Ctrl-C: stop scheduling first, then let in-flight requests finish into the cache
         state.stop.set()
         report.stopped = "interrupted"
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         state.bar.close()
         cache.close()
 
