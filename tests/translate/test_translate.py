@@ -31,7 +31,7 @@ def shipped() -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def server(shipped):
-    fake = FakeOpenAI({en: r["zh"] for en, r in shipped.items()}, delay=1.0).start()
+    fake = FakeOpenAI({en: r["zh"] for en, r in shipped.items()}, delay=3.0).start()
     yield fake
     fake.stop()
 
@@ -130,7 +130,7 @@ def test_cli_end_to_end_produces_shipped_structure_and_rerun_is_free(tmp_path, f
 
 def test_retries_with_backoff_on_429_500_and_timeout(tmp_path, fake, shipped):
     fake.reset("429", "500", "timeout")
-    rep = run(_cfg(tmp_path, fake, timeout=0.3, concurrency=1))
+    rep = run(_cfg(tmp_path, fake, timeout=1.0, concurrency=1))
     assert rep.failed == 0 and rep.translated == rep.units
     assert rep.errors == {"429": 1, "500": 1, "timeout": 1} and rep.retries == 3
     assert _rows(tmp_path / "zh.jsonl") == _expected(UCM, shipped)
