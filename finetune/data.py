@@ -12,8 +12,8 @@ Outputs in `--out`: `train.jsonl`, `val.jsonl`, `test.jsonl` (format in the team
 `card.json` (samples per task x split x language). Official splits are kept (UCM / Sydney `split`, RSICD
 `split_karpathy_partial`) and the build fails if a val / test image appears in training.
 
-Python API for the trainer and the evaluator: `load_captions`, `load_translations`, `build_samples`, `build`,
-`read_jsonl`, `write_jsonl`. Task logic lives in finetune/tasks.py, scene labels in finetune/scenes.py.
+Python API for the trainer and the evaluator: `load_captions` (-> `ImageRecord`s), `load_translations`,
+`build_samples`, `build`, `read_jsonl`, `write_jsonl`, `image_path`. Task logic lives in finetune/tasks.py, scene labels in finetune/scenes.py.
 """
 
 from __future__ import annotations
@@ -85,6 +85,12 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def image_path(data_root: Path | str, image: str) -> Path:
+    """Absolute path of a sample's `image` (relative to the data root unless already absolute)."""
+    p = Path(image)
+    return p if p.is_absolute() else Path(data_root) / p
 
 
 def caption_file(data_root: Path, dataset: str) -> Path | None:

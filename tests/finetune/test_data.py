@@ -23,6 +23,7 @@ def test_load_captions_gives_refs_split_and_label():
     recs = {r.filename: r for r in D.load_captions(MINI, "ucm")}
     r = recs["192.tif"]
     assert r.split == "test" and r.label == "airplane" and r.image == "ucm/images/192.jpg"
+    assert D.image_path("/data", r.image) == Path("/data/ucm/images/192.jpg")
     assert len(r.refs_en) == 5 and len(r.refs_zh) == 5 and "飞机" in r.refs_zh[0]
     rs = {r.filename: r for r in D.load_captions(MINI, "rsicd")}
     assert rs["00001.jpg"].label is None and rs["church_222.jpg"].split == "test"
