@@ -65,6 +65,9 @@ class BuildConfig:
     """Also add the original project's Chinese paragraphs as extra describe_zh training samples (flag)."""
     zh_dir: Path | None = None
     """Folder of the translation JSONL files; default <data-root>/zh, else the shipped data/zh."""
+    require_images: bool = True
+    """Leave out images whose file is missing under the data root (Sydney has 9 of 613), noted in the card;
+    flag --keep-missing-images keeps them (caption-only use, tests on fixtures)."""
 
 
 @dataclass
@@ -221,7 +224,8 @@ def card_markdown(card: dict) -> str:
         cells = [str(per_split.get(sp, {}).get(lang, 0)) for sp in SPLITS for lang in ("zh", "en")]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines += ["", "Images per dataset and split: " + json.dumps(card["images"]),
-              "Samples per split: " + json.dumps(card["totals"]), ""]
+              "Samples per split: " + json.dumps(card["totals"])]
+    lines += [f"Note: {n}" for n in card.get("notes", [])] + [""]
     return "\n".join(lines)
 
 
@@ -234,7 +238,13 @@ def build(cfg: BuildConfig) -> BuildResult:
         if caption_file(cfg.data_root, ds) is None:
             notes.append(f"skipped {ds}: no caption file")
             continue
-        records += load_captions(cfg.data_root, ds, cfg.zh_dir)
+        recs = load_captions(cfg.data_root, ds, cfg.zh_dir)
+        if cfg.require_images:
+            kept = [r for r in recs if image_path(cfg.data_root, r.image).is_file()]
+            if len(kept) < len(recs):
+                notes.append(f"{ds}: left out {len(recs) - len(kept)} of {len(recs)} images (file missing)")
+            recs = kept
+        records += recs
     splits = build_samples(records, cfg)
     if cfg.seed_paragraphs:
         seed_dir = Path(cfg.data_root) / "zh" / "seed-remoteglm"
@@ -247,7 +257,8 @@ def build(cfg: BuildConfig) -> BuildResult:
     card = dataset_card(splits)
     card["notes"] = notes
     card["config"] = {"datasets": list(cfg.datasets), "seed": cfg.seed, "describe_per_image": cfg.describe_per_image,
-                      "presence_per_image": cfg.presence_per_image, "seed_paragraphs": cfg.seed_paragraphs}
+                      "presence_per_image": cfg.presence_per_image, "seed_paragraphs": cfg.seed_paragraphs,
+                      "require_images": cfg.require_images}
     Path(cfg.out, "card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
     Path(cfg.out, "card.md").write_text(card_markdown(card), encoding="utf-8")
     return BuildResult(splits=splits, card=card, seconds=time.perf_counter() - t0)
@@ -258,11 +269,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     cfg = BuildConfig(data_root=Path(args.data_root), out=Path(args.out), datasets=tuple(args.datasets.split(",")),
                       tasks=tuple(args.tasks.split(",")), seed=args.seed, describe_per_image=args.describe_per_image,
                       presence_per_image=args.presence_per_image, seed_paragraphs=args.seed_paragraphs,
-                      zh_dir=Path(args.zh_dir) if args.zh_dir else None)
+                      zh_dir=Path(args.zh_dir) if args.zh_dir else None,
+                      require_images=not args.keep_missing_images)
     result = build(cfg)
     print(card_markdown(result.card))
-    for note in result.card["notes"]:
-        print("note:", note)
     print(f"wrote {sum(result.card['totals'].values())} samples to {cfg.out} in {result.seconds:.1f}s")
     return 0
 
@@ -287,6 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--presence-per-image", type=int, default=1)
     b.add_argument("--seed-paragraphs", action="store_true", help="add the original project's paragraphs (train)")
     b.add_argument("--zh-dir", default=None, help="folder of the translation JSONL files")
+    b.add_argument("--keep-missing-images", action="store_true", help="keep samples whose image file is missing")
     e = sub.add_parser("export-original", help="conversation JSONL -> original {img,prompt,label} JSON")
     e.add_argument("--src", required=True)
     e.add_argument("--dst", required=True)

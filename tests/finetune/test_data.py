@@ -16,7 +16,7 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
-    return D.build(D.BuildConfig(data_root=MINI, out=out, seed_paragraphs=True)), out
+    return D.build(D.BuildConfig(data_root=MINI, out=out, seed_paragraphs=True, require_images=False)), out
 
 
 def test_load_captions_gives_refs_split_and_label():
@@ -85,9 +85,9 @@ def test_presence_negatives_absent_from_every_reference(built):
 
 
 def test_deterministic_with_seed(tmp_path):
-    a = D.build(D.BuildConfig(data_root=MINI, out=tmp_path / "a", seed=3)).splits
-    b = D.build(D.BuildConfig(data_root=MINI, out=tmp_path / "b", seed=3)).splits
-    c = D.build(D.BuildConfig(data_root=MINI, out=tmp_path / "c", seed=4)).splits
+    a = D.build(D.BuildConfig(data_root=MINI, require_images=False, out=tmp_path / "a", seed=3)).splits
+    b = D.build(D.BuildConfig(data_root=MINI, require_images=False, out=tmp_path / "b", seed=3)).splits
+    c = D.build(D.BuildConfig(data_root=MINI, require_images=False, out=tmp_path / "c", seed=4)).splits
     assert a == b and a != c
 
 
@@ -100,8 +100,15 @@ def test_original_format_round_trip(tmp_path):
     assert D.read_original(tmp_path / "o.json") == rows
 
 
+def test_missing_images_are_left_out_and_noted(tmp_path):
+    result = D.build(D.BuildConfig(data_root=MINI, out=tmp_path, datasets=("ucm",)))
+    assert sum(result.card["totals"].values()) == 0
+    assert "left out 24 of 24" in result.card["notes"][0] and "Note: ucm" in (tmp_path / "card.md").read_text()
+
+
 def test_cli_build_and_export(tmp_path, capsys):
-    assert D.main(["build", "--data-root", str(MINI), "--out", str(tmp_path), "--datasets", "ucm"]) == 0
+    assert D.main(["build", "--data-root", str(MINI), "--out", str(tmp_path), "--datasets", "ucm",
+                   "--keep-missing-images"]) == 0
     assert "describe_zh" in capsys.readouterr().out
     assert D.main(["export-original", "--src", str(tmp_path / "train.jsonl"), "--dst", str(tmp_path / "o.json")]) == 0
     rows = D.read_original(tmp_path / "o.json")
