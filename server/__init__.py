@@ -1,0 +1,37 @@
+"""RemoteGLM's OpenAI-compatible API server (`python app.py serve`, or `python -m server`).
+
+    from server import serve
+    serve(Settings(model="checkpoints/remoteglm-mini"))         # http://127.0.0.1:8000/v1
+
+Layout, as in vLLM's entrypoint: `protocol.py` (request / response types), `serving.py` (handlers and the
+bounded wait for the model), `app.py` (FastAPI app, auth, size limits, errors). The model itself comes from
+`model_adapter.load_backend`, so the server can also front another OpenAI-compatible server (backend 'openai').
+"""
+
+from __future__ import annotations
+
+from server.app import create_app
+from server.serving import ServerConfig
+
+DEFAULT_PORT = 8000
+
+
+def serve(settings, port: int | None = None, config: ServerConfig | None = None) -> None:
+    """Load the backend that `settings` names and serve it with uvicorn on settings.host.
+
+    The port is `port`, else settings.port when it was given explicitly (--port / REMOTEGLM_PORT), else 8000
+    (settings.port's own default, 7860, belongs to the web chat)."""
+    import uvicorn
+
+    from model_adapter import load_backend
+
+    if port is None:
+        port = settings.port if "port" in settings.model_fields_set else DEFAULT_PORT
+    backend = load_backend(settings)
+    try:
+        uvicorn.run(create_app(backend, settings, config), host=settings.host, port=port, log_level="info")
+    finally:
+        backend.close()
+
+
+__all__ = ["DEFAULT_PORT", "ServerConfig", "create_app", "serve"]

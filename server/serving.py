@@ -1,0 +1,376 @@
+"""Chat-completion handlers: OpenAI request -> backend conversation -> response or SSE stream.
+
+The boundary: this module turns protocol types (`server/protocol.py`) into `model_adapter` messages and back, and
+owns the serving policy (API limits, the bounded wait for the model). HTTP wiring (routes, auth, body size, error
+rendering) is in `server/app.py`. One generation path (`ChatServing._run`) serves both the blocking and the
+streaming answer; the model runs one request at a time, and at most `max_waiting` more may wait for it, the rest
+are refused at once with 503 so that overload never piles up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import base64
+import io
+import json
+import logging
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import anyio
+from PIL import Image
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.chat_model import image_bytes_from_url
+from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, ImageError, load_image
+from server.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ErrorInfo,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    Usage,
+    completion_id,
+)
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class ServerConfig(BaseSettings):
+    """API-server-only limits (environment REMOTEGLM_*, or flags of `python -m server`)."""
+
+    model_config = SettingsConfigDict(env_prefix="REMOTEGLM_", use_attribute_docstrings=True, extra="ignore")
+
+    served_model_name: str | None = None
+    """Model id that /v1/models lists and requests name. Unset: the backend's model name (e.g. remoteglm-mini)."""
+
+    max_waiting: int = Field(8, ge=0)
+    """Requests that may wait while the model answers another one; beyond that the server answers 503 at once."""
+
+    max_request_mb: float | None = Field(None, gt=0)
+    """Largest request body in megabytes. Unset: max_upload_mb plus base64 overhead."""
+
+    max_input_pixels: int = Field(100_000_000, ge=1)
+    """Largest image (width x height, as declared by its header) a request may send; larger ones get 413.
+    Accepted images are still downscaled to max_image_pixels before the model sees them."""
+
+    max_images: int = Field(8, ge=1)
+    """Most images in one request."""
+
+    allowed_image_dir: Path | None = None
+    """file:// image URLs are read only under this directory. Unset: file URLs are refused."""
+
+    allow_remote_images: bool = False
+    """Fetch http(s) image URLs. Off by default: a public server would fetch whatever a client names."""
+
+
+class APIError(Exception):
+    """An error the client must see as an OpenAI-shaped body with this HTTP status."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
+        self.headers = headers
+
+
+def bad_image(message: str, param: str | None = None) -> APIError:
+    return APIError(400, message, code="invalid_image", param=param)
+
+
+# --- admission ------------------------------------------------------------------------------------------------------
+class ModelGate:
+    """One request at a time on the model, at most `max_waiting` others queued; `admit` refuses the rest."""
+
+    def __init__(self, max_waiting: int):
+        self.limit = max_waiting + 1
+        self.admitted = 0  # running + waiting; touched on the event loop only
+        self.lock = asyncio.Lock()
+
+    def admit(self) -> Ticket:
+        if self.admitted >= self.limit:
+            raise APIError(503, f"server overloaded: {self.admitted} requests in progress or waiting, try again "
+                                "shortly", type="server_error", code="server_overloaded",
+                           headers={"Retry-After": "1"})
+        self.admitted += 1
+        return Ticket(self)
+
+
+class Ticket:
+    def __init__(self, gate: ModelGate):
+        self.gate = gate
+        self.released = False
+
+    def release(self) -> None:
+        """Idempotent: called when the answer ends, and again by the response's background task."""
+        if not self.released:
+            self.released = True
+            self.gate.admitted -= 1
+
+    async def arelease(self) -> None:
+        self.release()  # as a coroutine so that Starlette runs it on the event loop, not in a worker thread
+
+    @asynccontextmanager
+    async def model(self) -> AsyncIterator[None]:
+        try:
+            async with self.gate.lock:
+                yield
+        finally:
+            self.release()
+
+
+# --- stop strings ---------------------------------------------------------------------------------------------------
+class StopCutter:
+    """Cut a text stream before the first stop string, holding back a tail that could still become one."""
+
+    def __init__(self, stops: list[str] | None):
+        self.stops = stops or []
+        self.hold = max((len(s) - 1 for s in self.stops), default=0)
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        self.pending += text
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            ready, self.pending, self.stopped = self.pending[:cut], "", True
+            return ready
+        ready = self.pending[: len(self.pending) - self.hold]
+        self.pending = self.pending[len(ready):]
+        return ready
+
+    def flush(self) -> str:
+        tail, self.pending = self.pending, ""
+        return tail
+
+
+@dataclass
+class Finished:
+    completion: Completion
+    finish_reason: str  # 'stop' | 'length'
+
+    @property
+    def usage(self) -> Usage:
+        c = self.completion
+        return Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                     total_tokens=c.prompt_tokens + c.completion_tokens)
+
+
+def sse(payload: str) -> str:
+    return f"data: {payload}\n\n"
+
+
+# --- handlers -------------------------------------------------------------------------------------------------------
+class ChatServing:
+    def __init__(self, backend: ChatBackend, settings: Settings, config: ServerConfig | None = None):
+        self.backend = backend
+        self.settings = settings
+        self.config = config or ServerConfig()
+        self.model_name = self.config.served_model_name or backend.model_name
+        self.aliases = {self.model_name, backend.model_name, settings.model, Path(settings.model).name, "remoteglm"}
+        self.gate = ModelGate(self.config.max_waiting)
+
+    @property
+    def max_request_bytes(self) -> int:
+        mb = self.config.max_request_mb or self.settings.max_upload_mb * 4 / 3 + 1  # base64 grows data by 4/3
+        return int(mb * 1024 * 1024)
+
+    def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=self.model_name)])
+
+    # --- request -> backend ------------------------------------------------------------------------------------
+    def check_model(self, request: ChatCompletionRequest) -> None:
+        if request.model not in self.aliases:
+            raise APIError(404, f"the model '{request.model}' does not exist; this server serves "
+                                f"'{self.model_name}' (see GET /v1/models)", code="model_not_found", param="model")
+
+    def to_messages(self, request: ChatCompletionRequest) -> list[ChatMessage]:
+        """Protocol messages -> backend messages, images decoded, checked and downscaled. Raises APIError."""
+        count = sum(1 for m in request.messages if isinstance(m.content, list)
+                    for p in m.content if p.type == "image_url")
+        if count > self.config.max_images:
+            raise APIError(400, f"too many images: {count}, at most {self.config.max_images} per request",
+                           code="too_many_images", param="messages")
+        converted = []
+        for i, message in enumerate(request.messages):
+            if message.content is None or isinstance(message.content, str):
+                converted.append(ChatMessage(ROLES[message.role], message.content or ""))
+                continue
+            texts, images = [], []
+            for j, part in enumerate(message.content):
+                if part.type == "text":
+                    texts.append(part.text)
+                else:
+                    images.append(self.load_image(part.image_url.url, f"messages.{i}.content.{j}.image_url"))
+            converted.append(ChatMessage(ROLES[message.role], "\n".join(texts), images))
+        return converted
+
+    def load_image(self, url: str, param: str) -> Image.Image:
+        data = self.image_bytes(url, param)
+        limit = int(self.settings.max_upload_mb * 1024 * 1024)
+        if len(data) > limit:
+            raise APIError(413, f"image too large: {len(data)} bytes, limit {limit}", code="image_too_large",
+                           param=param)
+        self.check_pixels(data, param)
+        try:
+            return load_image(data, self.settings.max_image_pixels)
+        except ImageError as exc:
+            raise bad_image(str(exc), param) from exc
+
+    def image_bytes(self, url: str, param: str) -> bytes:
+        scheme = urlparse(url).scheme
+        try:
+            if scheme == "data":
+                header, _, payload = url.partition(",")
+                if ";base64" not in header:
+                    raise bad_image("image data URLs must be base64 encoded (data:image/png;base64,...)", param)
+                return base64.b64decode(payload, validate=True)
+            if scheme == "file":
+                if self.config.allowed_image_dir is None:
+                    raise bad_image("file:// image URLs are disabled on this server; send a data URL, or start "
+                                    "the server with REMOTEGLM_ALLOWED_IMAGE_DIR / --allowed-image-dir", param)
+                path = Path(unquote(urlparse(url).path))
+                if not path.resolve().is_file():
+                    raise bad_image(f"no such image file: {path}", param)
+                return image_bytes_from_url(url, self.config.allowed_image_dir)
+            if scheme in ("http", "https") and self.config.allow_remote_images:
+                return image_bytes_from_url(url)
+        except APIError:
+            raise
+        except binascii.Error as exc:
+            raise bad_image(f"the image data URL is not valid base64: {exc}", param) from exc
+        except PermissionError as exc:
+            raise bad_image(f"{exc}; this file URL is outside it", param) from exc
+        except Exception as exc:  # noqa: BLE001 - network and file errors all mean "cannot get this image"
+            raise bad_image(f"cannot read the image at {url[:200]}: {exc}", param) from exc
+        raise bad_image(f"unsupported image URL scheme '{scheme or url[:20]}': send a data URL "
+                        "(data:image/jpeg;base64,...)", param)
+
+    def check_pixels(self, data: bytes, param: str) -> None:
+        """Refuse images over max_input_pixels from their header alone, before any decoding."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as probe:
+                    width, height = probe.size
+        except Exception:  # noqa: BLE001 - not readable by Pillow: load_image decides (tifffile, or a clear 400)
+            return
+        if width * height > self.config.max_input_pixels:
+            raise APIError(413, f"image too large: {width}x{height} pixels, limit {self.config.max_input_pixels:,}",
+                           code="image_too_large", param=param)
+
+    def params(self, request: ChatCompletionRequest) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=request.max_completion_tokens or request.max_tokens,
+            temperature=request.temperature, top_p=request.top_p, top_k=request.top_k,
+            repetition_penalty=request.repetition_penalty, seed=request.seed,
+            do_sample=False if request.temperature == 0 else None,
+        )
+
+    async def prepare(self, request: ChatCompletionRequest) -> tuple[Ticket, list[ChatMessage]]:
+        """Admit the request (or 503) and decode its images off the event loop (or 400 / 413)."""
+        self.check_model(request)
+        ticket = self.gate.admit()
+        try:
+            messages = await anyio.to_thread.run_sync(self.to_messages, request)
+        except BaseException:
+            ticket.release()
+            raise
+        return ticket, messages
+
+    # --- generation --------------------------------------------------------------------------------------------
+    async def _run(self, ticket: Ticket, messages: list[ChatMessage], request: ChatCompletionRequest
+                   ) -> AsyncIterator[str | Finished]:
+        """Wait for the model, then yield answer text pieces and finally `Finished`."""
+        cancel = threading.Event()
+        cutter = StopCutter(request.stop)
+        async with ticket.model():
+            iterator = self.backend.stream(messages, self.params(request), cancel)
+            try:
+                completion = None
+                while (chunk := await anyio.to_thread.run_sync(next, iterator, None)) is not None:
+                    completion = chunk.completion or completion
+                    if cutter.stopped:
+                        continue  # wait for the backend's final chunk after asking it to stop
+                    ready = cutter.feed(chunk.text)
+                    if cutter.stopped:
+                        cancel.set()
+                    if ready:
+                        yield ready
+                if tail := cutter.flush():
+                    yield tail
+                if completion is None:
+                    raise RuntimeError("the backend ended without a completion")
+                yield Finished(completion, "length" if completion.finish_reason == "length" else "stop")
+            finally:
+                cancel.set()  # a client that went away stops generation at once
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(iterator.close)
+
+    async def complete(self, request: ChatCompletionRequest, ticket: Ticket,
+                       messages: list[ChatMessage]) -> ChatCompletionResponse:
+        parts, finished = [], None
+        try:
+            async with aclosing(self._run(ticket, messages, request)) as items:
+                async for item in items:
+                    if isinstance(item, Finished):
+                        finished = item
+                    else:
+                        parts.append(item)
+        finally:
+            ticket.release()
+        assert finished is not None
+        return ChatCompletionResponse(
+            model=self.model_name, usage=finished.usage,
+            choices=[Choice(message=ResponseMessage(content="".join(parts)), finish_reason=finished.finish_reason)],
+        )
+
+    async def stream(self, request: ChatCompletionRequest, ticket: Ticket,
+                     messages: list[ChatMessage]) -> AsyncIterator[str]:
+        """Server-sent events: a role chunk, content chunks, a finish chunk, optionally usage, then [DONE]."""
+        rid, created = completion_id(), int(time.time())
+
+        def chunk(delta: Delta, finish: str | None = None) -> str:
+            body = ChatCompletionChunk(id=rid, created=created, model=self.model_name,
+                                       choices=[ChunkChoice(delta=delta, finish_reason=finish)])
+            return sse(body.model_dump_json(exclude_none=True))
+
+        try:
+            yield chunk(Delta(role="assistant", content=""))
+            async with aclosing(self._run(ticket, messages, request)) as items:
+                async for item in items:
+                    if isinstance(item, Finished):
+                        yield chunk(Delta(), item.finish_reason)
+                        if request.stream_options and request.stream_options.include_usage:
+                            usage = ChatCompletionChunk(id=rid, created=created, model=self.model_name,
+                                                        choices=[], usage=item.usage)
+                            yield sse(usage.model_dump_json())
+                    else:
+                        yield chunk(Delta(content=item))
+        except APIError as exc:
+            yield sse(exc.body.model_dump_json())
+        except Exception as exc:  # noqa: BLE001 - headers are sent: the error can only travel in the stream
+            log.exception("generation failed")
+            yield sse(json.dumps({"error": {"message": f"generation failed: {exc}", "type": "server_error",
+                                            "param": None, "code": None}}))
+        finally:
+            ticket.release()
+        yield "data: [DONE]\n\n"
