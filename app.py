@@ -1,0 +1,158 @@
+"""RemoteGLM's front door: `python app.py` opens the web chat; subcommands start the other entry points.
+
+    python app.py                         # web chat at http://127.0.0.1:7860 on the default model
+    python app.py --model /tmp/tiny       # ... on another model (tiny test model: python -m tests.tiny_models glm4v /tmp/tiny)
+    python app.py cli [--image X.jpg] [--conversation ID]    # terminal chat
+    python app.py serve                   # OpenAI-compatible API server (server/)
+    python app.py --help                  # every flag; each also reads REMOTEGLM_<NAME> from the environment
+
+This file only wires settings, the conversation service and a user interface together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from settings import DEFAULT_MODEL_DIR, Settings, add_arguments, from_args
+
+STARTED = time.perf_counter()
+TINY_MODEL_HINT = (
+    "point --model (or REMOTEGLM_MODEL) at a model directory, e.g. a tiny test model: "
+    "`python -m tests.tiny_models glm4v /tmp/tiny && python app.py --model /tmp/tiny`"
+)
+
+
+class StartupError(RuntimeError):
+    """A problem the user fixes with a flag or a setting; printed as one line, no traceback."""
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _database_label(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+def load_service(settings: Settings):
+    """The conversation service for these settings; StartupError with the fix when the model or database fails."""
+    if settings.backend == "hf" and Path(settings.model) == DEFAULT_MODEL_DIR and not DEFAULT_MODEL_DIR.exists():
+        raise StartupError(f"the default model RemoteGLM-mini is not at {DEFAULT_MODEL_DIR} yet; {TINY_MODEL_HINT}")
+    from bot.service import ConversationService
+    from model_adapter import load_backend
+    from storage import ConversationStore, DatabaseError
+
+    try:
+        store = ConversationStore.from_settings(settings)
+    except DatabaseError as exc:
+        raise StartupError(str(exc)) from exc
+    except OSError as exc:  # e.g. the data directory cannot be created
+        raise StartupError(f"cannot use the data directory {settings.data_dir}: {exc}; set --data-dir") from exc
+    _say(f"数据库 database: {_database_label(settings)}")
+    _say(f"图像 images:     {settings.resolved_image_dir}")
+    _say(f"模型 model:      {settings.model}" + (f" + {settings.adapter}" if settings.adapter else ""))
+    try:
+        backend = load_backend(settings)
+    except Exception as exc:
+        from model_adapter.hf import ModelLoadError
+
+        if isinstance(exc, ModelLoadError):
+            raise StartupError(f"{exc}. {TINY_MODEL_HINT}") from exc
+        raise
+    return ConversationService(backend, store, settings)
+
+
+# --- entry points ------------------------------------------------------------------------------------------------------
+
+def web(settings: Settings, args: argparse.Namespace) -> int:
+    """Web chat in the browser (Gradio)."""
+    service = load_service(settings)
+    from ui.web import build_demo, launch_options
+
+    demo = build_demo(service, settings)
+    demo.queue()
+    try:
+        demo.launch(prevent_thread_lock=True, **launch_options(settings))
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port} ({exc}); choose another --port") from exc
+    url = f"http://{settings.host}:{demo.server_port}"
+    if settings.host not in ("127.0.0.1", "localhost") and not settings.auth_user:
+        _say("注意 warning: the chat is reachable from the network without a login; set --auth-user/--auth-password")
+    _say(f"RemoteGLM 网页对话已就绪 web chat ready in {time.perf_counter() - STARTED:.1f}s: {url}")
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cli(settings: Settings, args: argparse.Namespace) -> int:
+    """Terminal chat (image path, multi-turn, streaming; clear / history / stop)."""
+    service = load_service(settings)
+    from ui.cli import run_cli
+
+    return run_cli(service, conversation_id=args.conversation, image=args.image, lang=args.lang)
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """OpenAI-compatible API server (/v1/chat/completions)."""
+    try:
+        from server import serve as serve_api
+    except ImportError as exc:
+        raise StartupError(f"the API server (server/) is not available: {exc}") from exc
+    result = serve_api(settings)
+    return int(result or 0)
+
+
+@dataclass(frozen=True)
+class Command:
+    run: Callable[[Settings, argparse.Namespace], int]
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "web": Command(web, "web chat in the browser (the default)"),
+    "cli": Command(cli, "terminal chat: image path, questions, streamed answers; clear / history / stop"),
+    "serve": Command(serve, "OpenAI-compatible API server (/v1/chat/completions)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {name:<6} {command.help}" for name, command in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="python app.py", description="RemoteGLM: chat about remote-sensing images.",
+        epilog=f"commands:\n{commands}", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", nargs="?", default="web", choices=list(COMMANDS), help="what to start (default: web)")
+    parser.add_argument("--conversation", help="cli: resume the stored conversation with this id")
+    parser.add_argument("--image", help="cli: start with this image")
+    parser.add_argument("--lang", choices=["zh", "en"], default="zh", help="cli: interface language (default zh)")
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = from_args(args)
+    except ValidationError as exc:  # name the flag the user must change
+        problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        print(f"错误 error: invalid setting: {problems}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        return COMMANDS[args.command].run(settings, args)
+    except StartupError as exc:
+        print(f"错误 error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+if __name__ == "__main__":
+    sys.exit(main())

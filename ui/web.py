@@ -1,0 +1,436 @@
+"""The Gradio 6 web chat: upload a remote-sensing image, ask, watch the answer stream; every turn is stored.
+
+The UI is a thin layer: `ChatHandlers` holds plain functions over message-format history that call
+`bot.service.ConversationService` (no model code here), and `build_demo` lays the Blocks out and wires events.
+Launching happens only in `app.py`:
+
+    demo = build_demo(service, settings)
+    demo.queue().launch(**launch_options(settings))   # what `python app.py` does
+
+Bad input (not an image, corrupt, empty, too large, empty or overlong question) becomes an assistant bubble with
+the core's bilingual message; nothing is stored for it and nothing stored is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from bot.service import ConversationService, ServiceError, TurnEvent
+from model_adapter.images import ImageError
+from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
+from storage import NotFound
+from storage.export import to_json_text, to_markdown
+from ui.chat_view import conversation_choices, error_bubble, example_files, export_filename, to_chatbot
+from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_DIR = REPO_ROOT / "examples"
+SIDEBAR_LIMIT = 100
+EMPTY_INPUT = {"text": "", "files": []}
+# NOTE: one model instance serves every browser tab; running two generations at once on one GPU only splits its
+# memory and time, so answers are queued one at a time (other tabs' sidebar/open/rename stay instant).
+GENERATION_CONCURRENCY = 1
+STOP_SETTLE_S = 5.0
+
+
+class UploadError(ValueError):
+    """The uploaded file cannot be used as given (too large); the message is for the user."""
+
+
+USER_ERRORS = (ServiceError, ImageError, NotFound, UploadError)
+ChatOutputs = tuple[Any, Any, str | None, bool, Any]  # chatbot, textbox, conversation id, editing, sidebar
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "local"
+
+
+class ChatHandlers:
+    """Event handlers of the web chat; each is a plain function that tests can call without a browser."""
+
+    def __init__(self, service: ConversationService, settings: Settings, export_dir: Path | None = None):
+        self.service = service
+        self.settings = settings
+        self.export_dir = Path(export_dir or tempfile.mkdtemp(prefix="remoteglm-export-"))
+        self._cancels: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    # --- generation settings ----------------------------------------------------------------------------------
+    def default_generation(self) -> dict[str, float | int]:
+        """What the sliders show for a new conversation: explicit settings, else the model's, else the original's."""
+        model_defaults = getattr(self.service.backend, "model_defaults", {}) or {}
+
+        def pick(name: str) -> float:
+            value = getattr(self.settings, name)
+            return value if value is not None else model_defaults.get(name, ORIGINAL_GENERATION_DEFAULTS[name])
+
+        return {"temperature": pick("temperature"), "top_p": pick("top_p"),
+                "max_new_tokens": self.settings.max_new_tokens}
+
+    def generation_of(self, conversation_id: str | None) -> tuple[float, float, int]:
+        values = self.default_generation()
+        if conversation_id:
+            try:
+                values.update({k: v for k, v in self.service.history(conversation_id).settings.items() if k in values})
+            except NotFound:
+                pass
+        return values["temperature"], values["top_p"], int(values["max_new_tokens"])
+
+    @staticmethod
+    def _generation(temperature: float | None, top_p: float | None, max_new_tokens: float | None) -> dict[str, Any]:
+        return {"temperature": temperature, "top_p": top_p,
+                "max_new_tokens": int(max_new_tokens) if max_new_tokens else None}
+
+    def remember(self, conversation_id: str | None, temperature: float, top_p: float, max_new_tokens: float) -> None:
+        """Slider released: store the values with the conversation (a new one gets them when it starts)."""
+        if conversation_id:
+            try:
+                self.service.set_generation(conversation_id, **self._generation(temperature, top_p, max_new_tokens))
+            except NotFound:
+                pass
+
+    # --- sidebar ------------------------------------------------------------------------------------------------------
+    def sidebar(self, lang: str, selected: str | None) -> dict[str, Any]:
+        choices = conversation_choices(self.service.store.list(limit=SIDEBAR_LIMIT), lang)
+        return gr.update(choices=choices, value=selected if selected in {c[1] for c in choices} else None)
+
+    def on_load(self, lang: str) -> dict[str, Any]:
+        return self.sidebar(lang, None)
+
+    def open(self, conversation_id: str | None, lang: str) -> tuple:
+        """Show a stored conversation exactly as stored (images included) and its generation settings."""
+        if not conversation_id:
+            return self.new(lang)
+        try:
+            view = self.service.history(conversation_id)
+        except NotFound:
+            return self.new(lang)
+        temperature, top_p, max_new = self.generation_of(conversation_id)
+        return (to_chatbot(view, lang), view.id, False, view.title, temperature, top_p, max_new,
+                gr.update(visible=False), self.sidebar(lang, view.id))
+
+    def new(self, lang: str) -> tuple:
+        temperature, top_p, max_new = self.generation_of(None)
+        return [], None, False, "", temperature, top_p, max_new, gr.update(visible=False), self.sidebar(lang, None)
+
+    def rename(self, conversation_id: str | None, title: str, lang: str) -> dict[str, Any]:
+        if conversation_id and title.strip():
+            self.service.store.rename(conversation_id, title)
+        return self.sidebar(lang, conversation_id)
+
+    def ask_delete(self, conversation_id: str | None) -> dict[str, Any]:
+        return gr.update(visible=bool(conversation_id))
+
+    def cancel_delete(self) -> dict[str, Any]:
+        return gr.update(visible=False)
+
+    def delete(self, conversation_id: str | None, lang: str) -> tuple:
+        if conversation_id:
+            try:
+                self.service.store.delete(conversation_id)
+            except NotFound:
+                pass
+        return self.new(lang)
+
+    # --- export ---------------------------------------------------------------------------------------------------------
+    def export(self, conversation_id: str | None, fmt: str, lang: str) -> dict[str, Any]:
+        if not conversation_id:
+            gr.Warning(t(lang, "no_conversation"))
+            return gr.update(visible=False)
+        view = self.service.history(conversation_id)
+        text = to_markdown(view) if fmt == "md" else to_json_text(view)
+        path = self.export_dir / export_filename(view, fmt)
+        path.write_text(text, encoding="utf-8")
+        return gr.update(value=str(path), visible=True)
+
+    # --- turns ------------------------------------------------------------------------------------------------------------
+    def submit(
+        self, message: dict[str, Any] | None, conversation_id: str | None, editing: bool, lang: str,
+        temperature: float, top_p: float, max_new_tokens: float, request: gr.Request = None,
+    ) -> Iterator[ChatOutputs]:
+        """Send the question (and image) of the input box, or the edited last question, and stream the answer."""
+        message = message or {}
+        text = message.get("text") or ""
+        files = list(message.get("files") or [])
+        generation = self._generation(temperature, top_p, max_new_tokens)
+        created = None
+        try:
+            image, name = self._read_upload(files, lang)
+            if not text.strip() and image is None:
+                raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
+            if editing and conversation_id:
+                self.service.set_generation(conversation_id, **generation)
+                def turn(cancel): return self.service.edit_last(conversation_id, text, cancel=cancel)  # noqa: E306
+            else:
+                if not self._exists(conversation_id):
+                    conversation_id = created = self.service.start(settings=generation).id
+                else:
+                    self.service.set_generation(conversation_id, **generation)
+                def turn(cancel): return self.service.send(conversation_id, text, image=image,  # noqa: E306
+                                                           image_name=name, cancel=cancel)
+            history, first = None, True
+            for history in self._stream(conversation_id, turn, lang, _session(request)):
+                yield history, EMPTY_INPUT, conversation_id, False, self.sidebar(lang, conversation_id) if first \
+                    else gr.skip()
+                first = False
+            # the last update carries everything, so API clients' final result is the whole stored conversation
+            yield history, EMPTY_INPUT, conversation_id, False, self.sidebar(lang, conversation_id)
+        except USER_ERRORS as exc:
+            if created and not self.service.history(created).messages:
+                self.service.store.delete(created)  # an unusable first turn leaves no empty conversation behind
+                conversation_id = None
+            yield self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, editing, gr.skip()
+        except Exception:  # noqa: BLE001 - the user gets a message, the log gets the traceback
+            log.exception("web chat turn failed")
+            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang), gr.skip(), conversation_id,
+                   editing, gr.skip())
+
+    def regenerate(
+        self, conversation_id: str | None, lang: str, temperature: float, top_p: float, max_new_tokens: float,
+        request: gr.Request = None,
+    ) -> Iterator[ChatOutputs]:
+        """Answer the last question again (the previous answer is dropped)."""
+        try:
+            if not conversation_id:
+                raise ServiceError(t(lang, "no_conversation"))
+            self.service.set_generation(conversation_id, **self._generation(temperature, top_p, max_new_tokens))
+            history = None
+            for history in self._stream(conversation_id, lambda cancel: self.service.regenerate(
+                    conversation_id, cancel=cancel), lang, _session(request)):
+                yield history, gr.skip(), conversation_id, False, gr.skip()
+            yield history, gr.skip(), conversation_id, False, self.sidebar(lang, conversation_id)
+        except USER_ERRORS as exc:
+            yield self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, False, gr.skip()
+        except Exception:  # noqa: BLE001
+            log.exception("regenerate failed")
+            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang), gr.skip(), conversation_id,
+                   False, gr.skip())
+
+    def start_edit(self, conversation_id: str | None, lang: str) -> tuple[Any, bool, str]:
+        """Put the last question into the input box; the next submit replaces it and answers anew."""
+        if conversation_id and self._exists(conversation_id):
+            users = [m for m in self.service.history(conversation_id).messages if m.role == "user"]
+            if users:
+                return {"text": users[-1].text, "files": []}, True, t(lang, "editing")
+        return gr.skip(), False, t(lang, "no_conversation")
+
+    def stop(self, request: gr.Request = None) -> None:
+        """Stop this browser session's running answer; the service keeps the partial text as 'interrupted'."""
+        with self._lock:
+            event = self._cancels.get(_session(request))
+        if event is not None:
+            event.set()
+
+    def refresh(self, conversation_id: str | None, lang: str) -> Any:
+        """The stored conversation, once its last answer has settled (after stop)."""
+        if not self._exists(conversation_id):
+            return gr.skip()
+        deadline = time.monotonic() + STOP_SETTLE_S
+        view = self.service.history(conversation_id)
+        while view.messages and view.messages[-1].status == "streaming" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            view = self.service.history(conversation_id)
+        return to_chatbot(view, lang)
+
+    # --- internals -----------------------------------------------------------------------------------------------------------
+    def _stream(self, conversation_id: str, turn: Callable[[threading.Event], Iterator[TurnEvent]], lang: str,
+                session: str) -> Iterator[list[dict[str, Any]]]:
+        """Run one turn, yielding the whole history after each new piece of the answer."""
+        cancel = threading.Event()
+        with self._lock:
+            self._cancels[session] = cancel
+        try:
+            history: list[dict[str, Any]] | None = None
+            answer = ""
+            # closing(): when Gradio cancels us (stop, tab closed) the service's generator is closed at once, which
+            # stops generation and stores the partial answer as 'interrupted'.
+            with closing(turn(cancel)) as events:
+                for event in events:
+                    if event.kind in ("done", "error"):
+                        history = to_chatbot(self.service.history(conversation_id), lang)
+                        yield history
+                        continue
+                    if history is None:  # first event: the user's turn and the empty answer are stored
+                        view = self.service.history(conversation_id)
+                        view.messages = [m for m in view.messages if m.id != event.message_id or m.role != "assistant"]
+                        history = to_chatbot(view, lang) + [{"role": "assistant", "content": ""}]
+                    if event.kind == "delta":
+                        answer += event.text
+                        history[-1] = {"role": "assistant", "content": answer}
+                    yield history
+        finally:
+            with self._lock:
+                if self._cancels.get(session) is cancel:
+                    del self._cancels[session]
+
+    def _read_upload(self, files: list[Any], lang: str) -> tuple[bytes | None, str | None]:
+        if not files:
+            return None, None
+        first = files[0]
+        path = Path(first["path"] if isinstance(first, dict) else first)
+        size_mb = path.stat().st_size / (1024 * 1024)
+        if size_mb > self.settings.max_upload_mb:
+            raise UploadError(t(lang, "too_big", size=size_mb, limit=self.settings.max_upload_mb))
+        return path.read_bytes(), path.name
+
+    def _exists(self, conversation_id: str | None) -> bool:
+        if not conversation_id:
+            return False
+        try:
+            self.service.history(conversation_id)
+            return True
+        except NotFound:
+            return False
+
+    def _with_error(self, conversation_id: str | None, text: str, lang: str) -> list[dict[str, Any]]:
+        view = self.service.history(conversation_id) if self._exists(conversation_id) else None
+        return to_chatbot(view, lang) + [error_bubble(text)]
+
+
+# --- layout ---------------------------------------------------------------------------------------------------------------
+
+def _examples(lang: str) -> list[list[dict[str, Any]]]:
+    questions = EXAMPLE_QUESTIONS[lang]
+    by_scene = {"airplane": 1, "harbor": 2, "storagetanks": 3}
+    rows = []
+    for path in example_files(EXAMPLES_DIR):
+        index = next((i for scene, i in by_scene.items() if scene in path.name), 0)
+        rows.append([{"text": questions[index], "files": [str(path)]}])
+    return rows
+
+
+def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
+    """The web chat as a Gradio Blocks app (not launched)."""
+    h = ChatHandlers(service, settings)
+    lang0 = DEFAULT_LANG
+    temperature0, top_p0, max_new0 = h.generation_of(None)
+
+    with gr.Blocks(title="RemoteGLM", fill_height=True) as demo:
+        conversation = gr.State(None)
+        editing = gr.State(False)
+
+        with gr.Sidebar(label="RemoteGLM", open=True):
+            lang = gr.Radio(choices=list(LANGS.items()), value=lang0, label=t(lang0, "language"), elem_id="lang")
+            new_btn = gr.Button(t(lang0, "new"), variant="primary", elem_id="new-conversation")
+            conversations = gr.Radio(choices=[], label=t(lang0, "history"), elem_id="conversations")
+            rename_box = gr.Textbox(label=t(lang0, "rename_label"), max_lines=1, elem_id="rename-box")
+            rename_btn = gr.Button(t(lang0, "rename"), size="sm", elem_id="rename")
+            delete_btn = gr.Button(t(lang0, "delete"), size="sm", variant="stop", elem_id="delete")
+            with gr.Column(visible=False) as confirm:
+                confirm_text = gr.Markdown(t(lang0, "delete_confirm"))
+                with gr.Row():
+                    delete_yes = gr.Button(t(lang0, "delete_yes"), size="sm", variant="stop", elem_id="delete-yes")
+                    delete_no = gr.Button(t(lang0, "delete_no"), size="sm", elem_id="delete-no")
+
+        header = gr.Markdown(f"## {t(lang0, 'title')}\n{t(lang0, 'subtitle')}")
+        chatbot = gr.Chatbot(label=t(lang0, "chatbot"), placeholder=t(lang0, "chat_placeholder"), height=520,
+                             elem_id="chatbot", buttons=["copy"], group_consecutive_messages=False)
+        notice = gr.Markdown("", elem_id="notice")
+        textbox = gr.MultimodalTextbox(
+            placeholder=t(lang0, "input_placeholder"), show_label=False, file_count="single",
+            sources=["upload"], stop_btn=True, submit_btn=True, autofocus=True, elem_id="question",
+        )
+        with gr.Row():
+            regen_btn = gr.Button(t(lang0, "regenerate"), size="sm", elem_id="regenerate")
+            edit_btn = gr.Button(t(lang0, "edit_last"), size="sm", elem_id="edit-last")
+            stop_btn = gr.Button(t(lang0, "stop"), size="sm", elem_id="stop")
+        examples = gr.Examples(_examples(lang0), inputs=[textbox], label=t(lang0, "examples"), examples_per_page=5)
+        with gr.Accordion(t(lang0, "settings"), open=False) as settings_panel:
+            temperature = gr.Slider(0.0, 2.0, value=temperature0, step=0.05, label=t(lang0, "temperature"))
+            top_p = gr.Slider(0.05, 1.0, value=top_p0, step=0.05, label=t(lang0, "top_p"))
+            max_new = gr.Slider(1, settings.max_new_tokens_limit, value=max_new0, step=1,
+                                label=t(lang0, "max_new_tokens"))
+        with gr.Accordion(t(lang0, "export"), open=False) as export_panel:
+            with gr.Row():
+                export_md = gr.Button(t(lang0, "export_md"), size="sm", elem_id="export-md")
+                export_json = gr.Button(t(lang0, "export_json"), size="sm", elem_id="export-json")
+            export_file = gr.File(label=t(lang0, "export_file"), visible=False, elem_id="export-file")
+
+        # --- events ---------------------------------------------------------------------------------------------------
+        chat_outputs = [chatbot, textbox, conversation, editing, conversations]
+        gen_inputs = [temperature, top_p, max_new]
+        submit_event = textbox.submit(
+            h.submit, [textbox, conversation, editing, lang, *gen_inputs], chat_outputs, api_name="chat",
+            concurrency_limit=GENERATION_CONCURRENCY, concurrency_id="generate", show_progress="hidden",
+        )
+        submit_event.then(lambda: "", None, notice, queue=False, api_visibility="private")
+        regen_event = regen_btn.click(
+            h.regenerate, [conversation, lang, *gen_inputs], chat_outputs, api_name="regenerate",
+            concurrency_limit=GENERATION_CONCURRENCY, concurrency_id="generate", show_progress="hidden",
+        )
+        running = [submit_event, regen_event]
+        stop_btn.click(h.stop, None, None, queue=False, cancels=running, api_name="stop").then(
+            h.refresh, [conversation, lang], chatbot, api_visibility="private")
+        textbox.stop(h.stop, None, None, queue=False, cancels=running, api_visibility="private").then(
+            h.refresh, [conversation, lang], chatbot, api_visibility="private")
+        edit_btn.click(h.start_edit, [conversation, lang], [textbox, editing, notice], api_name="edit_last")
+
+        open_outputs = [chatbot, conversation, editing, rename_box, *gen_inputs, confirm, conversations]
+        conversations.input(h.open, [conversations, lang], open_outputs, api_name="open")
+        new_btn.click(h.new, [lang], open_outputs, api_name="new")
+        rename_btn.click(h.rename, [conversation, rename_box, lang], conversations, api_name="rename")
+        rename_box.submit(h.rename, [conversation, rename_box, lang], conversations, api_visibility="private")
+        delete_btn.click(h.ask_delete, [conversation], confirm, api_visibility="private")
+        delete_no.click(h.cancel_delete, None, confirm, api_visibility="private")
+        delete_yes.click(h.delete, [conversation, lang], open_outputs, api_name="delete")
+        for slider in gen_inputs:
+            slider.release(h.remember, [conversation, *gen_inputs], None, api_visibility="private")
+        export_md.click(lambda c, lg: h.export(c, "md", lg), [conversation, lang], export_file, api_name="export_md")
+        export_json.click(lambda c, lg: h.export(c, "json", lg), [conversation, lang], export_file,
+                          api_name="export_json")
+
+        relabel: list[tuple[Any, str, str]] = [
+            (new_btn, "value", "new"), (conversations, "label", "history"), (rename_box, "label", "rename_label"),
+            (rename_btn, "value", "rename"), (delete_btn, "value", "delete"), (confirm_text, "value", "delete_confirm"),
+            (delete_yes, "value", "delete_yes"), (delete_no, "value", "delete_no"), (chatbot, "label", "chatbot"),
+            (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"),
+            (regen_btn, "value", "regenerate"), (edit_btn, "value", "edit_last"), (stop_btn, "value", "stop"),
+            (settings_panel, "label", "settings"), (temperature, "label", "temperature"),
+            (max_new, "label", "max_new_tokens"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
+            (export_json, "value", "export_json"), (export_file, "label", "export_file"),
+        ]
+        components = list(dict.fromkeys(c for c, _, _ in relabel))
+
+        def switch_language(code: str, conversation_id: str | None) -> list[Any]:
+            updates: dict[Any, dict[str, str]] = {}
+            for component, prop, key in relabel:
+                updates.setdefault(component, {})[prop] = t(code, key)
+            values = [gr.update(**updates[c]) for c in components]
+            header_text = f"## {t(code, 'title')}\n{t(code, 'subtitle')}"
+            view = service.history(conversation_id) if h._exists(conversation_id) else None
+            return [*values, header_text, to_chatbot(view, code) if view else gr.skip(),
+                    h.sidebar(code, conversation_id)]
+
+        lang.change(switch_language, [lang, conversation], [*components, header, chatbot, conversations],
+                    api_visibility="private")
+        demo.load(h.on_load, [lang], conversations, api_visibility="private")
+        del examples
+    demo.handlers = h  # for tests and app.py's startup message
+    return demo
+
+
+def launch_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `demo.launch` from the settings: bind address, login, upload limit, served folders."""
+    auth = None
+    if settings.auth_user and settings.auth_password:
+        auth = (settings.auth_user, settings.auth_password.get_secret_value())
+    return {
+        "server_name": settings.host,
+        "server_port": settings.port,
+        "auth": auth,
+        "auth_message": "RemoteGLM" if auth else None,
+        "max_file_size": int(settings.max_upload_mb * 1024 * 1024),
+        "allowed_paths": [str(settings.resolved_image_dir), str(EXAMPLES_DIR)],
+        "show_error": False,
+        "quiet": True,
+    }
