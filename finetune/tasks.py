@@ -95,7 +95,7 @@ def absent_objects(record: ImageRecord) -> list[ObjectTerm]:
     implied = SCENE_OBJECTS.get(record.label or "")
     return [o for o in OBJECTS.values()
             if o.negative_ok and o.key != implied
-            and not any(o.in_en(s) for s in record.refs_en) and not any(o.in_zh(s) for s in record.refs_zh)]
+            and not any(o.in_en_loose(s) for s in record.refs_en) and not any(o.in_zh(s) for s in record.refs_zh)]
 
 
 def _quantities(obj: ObjectTerm, sentence: str) -> list[int | str]:

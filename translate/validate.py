@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from finetune.scenes import COLOURS, GLOSSARY, NUMBERS, ZH_DIGITS, glossary_variants
+from finetune.scenes import COLOURS, GLOSSARY, NUMBERS, ZH_DIGITS, glossary_variants, unsupported_objects
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
@@ -96,7 +96,8 @@ def check_sentence(en: str, zh: str, rules: Rules = DEFAULT_RULES) -> list[str]:
 def check_paragraph(sources: list[str], zh: str, rules: Rules = DEFAULT_RULES) -> list[str]:
     """Problems of a merged / rewritten paragraph made from several sentences of one image.
 
-    Glossary terms named by most of the sentences must appear; single-sentence details may be merged away.
+    Glossary terms named by most of the sentences must appear; single-sentence details may be merged away. Distinctive
+    objects (airplanes, storage tanks, courts, boats, ...) that no sentence mentions are embellishments: rejected.
     """
     problems = check_basic(zh)
     if problems:
@@ -106,4 +107,5 @@ def check_paragraph(sources: list[str], zh: str, rules: Rules = DEFAULT_RULES) -
         problems.append("paragraph too short")
     terms = [t for t in GLOSSARY if sum(t in glossary_terms(s) for s in sources) * 2 > len(sources)]
     problems += [f"glossary: {t} -> {GLOSSARY[t]}" for t in terms if not any(v in zh for v in glossary_variants(t))]
+    problems += [f"not in the sources: {k}" for k in unsupported_objects(zh, sources, distinctive_only=True)]
     return problems

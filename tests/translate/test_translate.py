@@ -88,6 +88,8 @@ def test_validation_rules():
     assert check_sentence("a four-way road .", "一个十字路口。") == []
     assert check_paragraph(["a farmland ."] * 5, "这是一张遥感图像，显示了一片农田。") == []
     assert check_paragraph(["a farmland ."] * 5, "这是一张遥感图像，显示了一片土地。")
+    assert check_paragraph(["two airplanes at the airport ."] * 5, "机场里有两架飞机和一个储罐。") == [
+        "not in the sources: storage_tank"]
 
 
 def test_shipped_translations_pass_validation(shipped):
