@@ -14,7 +14,7 @@ from typing import Any
 from storage import ConversationView, MessageView
 from ui.i18n import t
 
-ERROR_MARK = "⚠️ "
+ERROR_MARK = "⚠ "
 
 
 def message_text(message: MessageView, lang: str) -> str:

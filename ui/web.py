@@ -62,6 +62,7 @@ class ChatHandlers:
         self.service = service
         self.settings = settings
         self.export_dir = Path(export_dir or tempfile.mkdtemp(prefix="remoteglm-export-"))
+        self.export_dir.mkdir(parents=True, exist_ok=True)
         self._cancels: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -267,7 +268,7 @@ class ChatHandlers:
                     if event.kind == "delta":
                         answer += event.text
                         history[-1] = {"role": "assistant", "content": answer}
-                    yield history
+                    yield list(history)  # a snapshot: callers may keep every update
         finally:
             with self._lock:
                 if self._cancels.get(session) is cancel:
@@ -378,6 +379,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         open_outputs = [chatbot, conversation, editing, rename_box, *gen_inputs, confirm, conversations]
         conversations.input(h.open, [conversations, lang], open_outputs, api_name="open")
         new_btn.click(h.new, [lang], open_outputs, api_name="new")
+        chatbot.clear(h.new, [lang], open_outputs, api_visibility="private")  # the chat's trash icon: a fresh start
         rename_btn.click(h.rename, [conversation, rename_box, lang], conversations, api_name="rename")
         rename_box.submit(h.rename, [conversation, rename_box, lang], conversations, api_visibility="private")
         delete_btn.click(h.ask_delete, [conversation], confirm, api_visibility="private")

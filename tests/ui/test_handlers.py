@@ -1,0 +1,201 @@
+"""The web chat's handlers, called as plain functions on the tiny model and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from storage import NotFound
+from tests.conftest import FIXTURES
+from tests.ui.conftest import CONVERTED, REFUSED, EndlessBackend, make_service
+from ui.chat_view import ERROR_MARK, to_chatbot
+from ui.web import EMPTY_INPUT, ChatHandlers
+
+AIRPLANE = str(FIXTURES / "ucm" / "airplane_192.jpg")
+HARBOR = str(FIXTURES / "ucm" / "harbor_1092.jpg")
+GEN = ("zh", 0.8, 0.4, 12)  # lang, temperature, top_p, max_new_tokens
+
+
+def ask(handlers: ChatHandlers, text: str, files=(), conversation_id=None, editing=False) -> list[tuple]:
+    return list(handlers.submit({"text": text, "files": list(files)}, conversation_id, editing, *GEN))
+
+
+def last_bubble_text(chatbot) -> str:
+    content = chatbot[-1]["content"]
+    return content if isinstance(content, str) else content[-1]
+
+
+def test_turn_streams_into_the_chat_and_is_stored(handlers):
+    outs = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])
+    assert len(outs) >= 3, "the answer should arrive in several updates"
+    first_chat, textbox, conversation_id, editing, sidebar = outs[0]
+    assert first_chat[-1] == {"role": "assistant", "content": ""}  # user turn shown at once, answer pending
+    assert textbox == EMPTY_INPUT and editing is False
+    assert conversation_id in [value for _, value in sidebar["choices"]] and sidebar["value"] == conversation_id
+    view = handlers.service.history(conversation_id)
+    assert [m.role for m in view.messages] == ["user", "assistant"]
+    assert view.messages[1].status == "complete" and view.messages[0].images
+    final_chat = outs[-1][0]
+    assert final_chat == to_chatbot(view, "zh")
+    assert final_chat[0]["content"][0] == {"path": str(view.messages[0].images[0].path)}
+    assert final_chat[0]["content"][1] == "这张遥感图像展现了什么场景？"
+    streamed = [o[0][-1]["content"] for o in outs[1:-2] if isinstance(o[0][-1]["content"], str)]
+    assert all(view.messages[1].text.startswith(s) for s in streamed)  # each update is a prefix of the answer
+
+
+def test_follow_up_question_continues_the_conversation(handlers):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    outs = ask(handlers, "图中有多少架飞机？", conversation_id=conversation_id)
+    assert outs[-1][2] == conversation_id
+    view = handlers.service.history(conversation_id)
+    assert [m.text for m in view.messages if m.role == "user"] == ["这张遥感图像展现了什么场景？", "图中有多少架飞机？"]
+    assert len(outs[-1][0]) == 4
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_bad_upload_gets_a_message_and_loses_nothing(handlers, bad_uploads, name):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    before = handlers.service.history(conversation_id).messages
+    chat, textbox, same_id, _, _ = ask(handlers, "图中有什么？", [str(bad_uploads[name])], conversation_id)[-1]
+    assert same_id == conversation_id
+    assert last_bubble_text(chat).startswith(ERROR_MARK) and REFUSED[name][1] in last_bubble_text(chat)
+    assert chat[:-1] == to_chatbot(handlers.service.history(conversation_id), "zh")
+    assert textbox != EMPTY_INPUT, "the input stays so the user can fix it"
+    after = handlers.service.history(conversation_id).messages
+    assert [(m.id, m.text, m.status) for m in after] == [(m.id, m.text, m.status) for m in before]
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_bad_first_upload_leaves_no_empty_conversation(handlers, bad_uploads, name):
+    chat, _, conversation_id, _, _ = ask(handlers, "图中有什么？", [str(bad_uploads[name])])[-1]
+    assert conversation_id is None and len(chat) == 1
+    assert handlers.service.store.count() == 0
+
+
+@pytest.mark.parametrize("name", list(CONVERTED))
+def test_16_bit_and_multiband_tiffs_are_converted(handlers, bad_uploads, name):
+    chat, _, conversation_id, _, _ = ask(handlers, "这张遥感图像展现了什么场景？", [str(bad_uploads[name])])[-1]
+    view = handlers.service.history(conversation_id)
+    image = view.messages[0].images[0]
+    assert (image.width, image.height) == (64, 64) and image.path.suffix == ".png"  # browsers can show it
+    assert view.messages[1].status == "complete"
+
+
+@pytest.mark.parametrize("text, words", [("", "请输入问题"), ("   \n ", "请输入问题"), ("遥" * 100_000, "问题过长")])
+def test_empty_and_overlong_questions_are_refused(handlers, text, words):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    chat = ask(handlers, text, conversation_id=conversation_id)[-1][0]
+    assert words in last_bubble_text(chat)
+    assert len(handlers.service.history(conversation_id).messages) == 2
+
+
+def test_upload_over_the_size_limit_is_refused(handlers, tmp_path):
+    big = tmp_path / "big.tif"
+    big.write_bytes(b"\0" * int(2.5 * 1024 * 1024))  # settings.max_upload_mb is 2 in these tests
+    chat = ask(handlers, "图中有什么？", [str(big)])[-1][0]
+    assert "文件过大" in last_bubble_text(chat) and handlers.service.store.count() == 0
+
+
+@pytest.fixture
+def endless(ui_settings, tmp_path):
+    backend = EndlessBackend()
+    return ChatHandlers(make_service(backend, ui_settings), ui_settings, export_dir=tmp_path / "export"), backend
+
+
+def test_stop_keeps_the_partial_answer(endless):
+    handlers, backend = endless
+    outs: list[tuple] = []
+    worker = threading.Thread(target=lambda: outs.extend(ask(handlers, "请详细描述这张图像。", [AIRPLANE])))
+    worker.start()
+    assert backend.started.wait(10)
+    handlers.stop()
+    worker.join(10)
+    assert not worker.is_alive()
+    view = handlers.service.history(outs[-1][2])
+    answer = view.messages[-1]
+    assert answer.status == "interrupted" and answer.text.startswith("遥感")
+    assert "已停止" in last_bubble_text(outs[-1][0])
+    assert handlers.refresh(view.id, "zh") == outs[-1][0]
+
+
+def test_cancelled_handler_keeps_the_partial_answer(endless):
+    """Gradio's cancels= closes the running handler; the partial answer must still be stored."""
+    handlers, _ = endless
+    turn = handlers.submit({"text": "请详细描述这张图像。", "files": []}, None, False, *GEN)
+    outs = [next(turn) for _ in range(5)]
+    turn.close()
+    answer = handlers.service.history(outs[-1][2]).messages[-1]
+    assert answer.status == "interrupted" and answer.text.count("遥感") >= 3
+
+
+def test_regenerate_replaces_the_last_answer(handlers):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    old = handlers.service.history(conversation_id).messages[-1]
+    outs = list(handlers.regenerate(conversation_id, *GEN))
+    view = handlers.service.history(conversation_id)
+    assert len(view.messages) == 2 and view.messages[-1].created_at > old.created_at  # SQLite may reuse the id
+    assert view.messages[-1].status == "complete"
+    assert outs[-1][0] == to_chatbot(view, "zh")
+
+
+def test_regenerate_without_a_conversation_says_so(handlers):
+    chat = list(handlers.regenerate(None, *GEN))[-1][0]
+    assert "请先开始或打开一个对话" in last_bubble_text(chat)
+
+
+def test_edit_and_resend_the_last_question(handlers):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    textbox, editing, notice = handlers.start_edit(conversation_id, "zh")
+    assert textbox == {"text": "这张遥感图像展现了什么场景？", "files": []} and editing is True and notice
+    outs = ask(handlers, "图中有多少架飞机？", conversation_id=conversation_id, editing=True)
+    assert outs[-1][3] is False  # editing mode ends with the new answer
+    view = handlers.service.history(conversation_id)
+    assert [m.role for m in view.messages] == ["user", "assistant"]
+    assert view.messages[0].text == "图中有多少架飞机？" and view.messages[0].images  # the image stays
+
+
+def test_open_shows_the_stored_history_and_its_settings(handlers):
+    turn = handlers.submit({"text": "这张遥感图像展现了什么场景？", "files": [HARBOR]}, None, False, "zh", 0.3, 0.7, 9)
+    conversation_id = list(turn)[-1][2]
+    other = ask(handlers, "图中有多少架飞机？", [AIRPLANE])[-1][2]
+    chat, opened, editing, title, temperature, top_p, max_new, confirm, sidebar = handlers.open(conversation_id, "zh")
+    assert opened == conversation_id and editing is False and title == "这张遥感图像展现了什么场景？"
+    assert chat == to_chatbot(handlers.service.history(conversation_id), "zh") and chat[0]["content"][0]["path"]
+    assert (temperature, top_p, max_new) == (0.3, 0.7, 9)
+    assert [value for _, value in sidebar["choices"]] == [other, conversation_id]  # newest first
+    assert handlers.open(other, "zh")[4:7] == (0.8, 0.4, 12)
+
+
+def test_sliders_are_remembered_per_conversation(handlers):
+    first = ask(handlers, "图中有多少架飞机？", [AIRPLANE])[-1][2]
+    second = ask(handlers, "图中有多少架飞机？", [AIRPLANE])[-1][2]
+    handlers.remember(first, 0.1, 0.95, 5)
+    assert handlers.generation_of(first) == (0.1, 0.95, 5)
+    assert handlers.generation_of(second) == (0.8, 0.4, 12)
+    handlers.remember(None, 0.1, 0.95, 5)  # nothing to remember yet: no error
+
+
+def test_rename_and_delete(handlers):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    image = handlers.service.history(conversation_id).messages[0].images[0].path
+    sidebar = handlers.rename(conversation_id, "机场 1 号", "zh")
+    assert sidebar["choices"][0][0].startswith("机场 1 号") and sidebar["value"] == conversation_id
+    assert handlers.ask_delete(conversation_id)["visible"] is True
+    assert handlers.cancel_delete()["visible"] is False
+    chat, opened, *_ = handlers.delete(conversation_id, "zh")
+    assert chat == [] and opened is None
+    with pytest.raises(NotFound):
+        handlers.service.history(conversation_id)
+    assert not image.exists()
+
+
+def test_export_markdown_and_json(handlers):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    markdown = handlers.export(conversation_id, "md", "zh")
+    assert markdown["visible"] is True
+    text = open(markdown["value"], encoding="utf-8").read()
+    assert "这张遥感图像展现了什么场景？" in text and "![" in text
+    data = json.loads(open(handlers.export(conversation_id, "json", "zh")["value"], encoding="utf-8").read())
+    assert data["id"] == conversation_id and len(data["messages"]) == 2
