@@ -120,3 +120,14 @@ def test_real_ucm_translations_cover_every_reference():
     recs = D.load_captions(SHARED, "ucm")
     assert len(recs) == 2100 and all(len(r.refs_zh) == 5 for r in recs)
     assert sum(r.split == "test" for r in recs) == 210
+
+
+def test_module_entry_point_runs_as_a_script(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "finetune.data", "build", "--data-root", str(MINI), "--out",
+                           str(tmp_path), "--keep-missing-images"], cwd=MINI.parents[2], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| scene_zh |" in proc.stdout and (tmp_path / "train.jsonl").stat().st_size > 0

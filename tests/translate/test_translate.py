@@ -274,3 +274,17 @@ def test_full_ucm_and_sydney_run_reproduces_the_shipped_file(tmp_path, fake):
     assert len(rows) == len(shipped_rows) - 1 and all(shipped_rows[r["id"]] == r for r in rows)
     failures = _rows(out.with_name(out.name + ".failures.jsonl"))
     assert [f["source"] for f in failures] == ["Two are three storage tanks triangularly distributed in the lawn ."]
+
+
+def test_module_entry_point_runs_as_a_script(tmp_path, fake, shipped):
+    import subprocess
+    import sys
+
+    out = tmp_path / "zh.jsonl"
+    env = {"REMOTEGLM_TRANSLATE_BASE_URL": fake.url, "REMOTEGLM_TRANSLATE_MODEL": "fake-mt",
+           "REMOTEGLM_TRANSLATE_API_KEY": "x", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "translate", "run", str(UCM), "--out", str(out), "--cache",
+                           str(tmp_path / "c.sqlite"), "--no-progress"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "requests: 2" in proc.stdout and _rows(out) == _expected(UCM, shipped)
