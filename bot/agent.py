@@ -284,7 +284,8 @@ class RemoteSensingAgent:
     def _ask(self, image: Image.Image, boxes: list[Box], question: str) -> list[str]:
         answers = []
         for start in range(0, len(boxes), TILE_BATCH):
-            batch = [[ChatMessage("user", question, [self._region(image, box)])] for box in boxes[start:start + TILE_BATCH]]
+            batch = [[ChatMessage("user", question, [self._region(image, box)])]
+                     for box in boxes[start:start + TILE_BATCH]]
             answers += [c.text.strip() for c in self.backend.generate_batch(batch, self.params)]
         return answers
 
@@ -301,7 +302,7 @@ class RemoteSensingAgent:
             return f"box {list(box)}"
         return f"box {list(box)} (map {[round(v, 6) for v in map_bounds(geo, box)]})"
 
-    # --- tools ----------------------------------------------------------------------------------------------------------
+    # --- tools -------------------------------------------------------------------------------------------------------
     def tools(self) -> list[BaseTool]:
         agent = self
 
@@ -332,7 +333,8 @@ class RemoteSensingAgent:
             """Make a box the current view, so later ask_image / ask_tiles calls look only at it (also in later turns).
 
             Args:
-                box: [x0, y0, x1, y1] in scene pixels or fractions 0..1 of the whole scene; omitted = back to the whole scene.
+                box: [x0, y0, x1, y1] in scene pixels or fractions 0..1 of the whole scene; omitted = back to the
+                    whole scene.
             """
             state, _ = agent.scene(runtime.context.conversation_id)
             view = agent._box(state, box) if box is not None else None

@@ -10,10 +10,26 @@ bounded wait for the model), `app.py` (FastAPI app, auth, size limits, errors). 
 
 from __future__ import annotations
 
+import argparse
+
 from server.app import create_app
 from server.serving import ServerConfig
 
 DEFAULT_PORT = 8000
+_PREFIX = "server_"
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per ServerConfig field (--max-waiting, --allowed-image-dir, ...), for `serve` commands."""
+    for name, field in ServerConfig.model_fields.items():
+        parser.add_argument("--" + name.replace("_", "-"), default=None, dest=_PREFIX + name, metavar=name.upper(),
+                            help=f"{field.description} [env REMOTEGLM_{name.upper()}; default: {field.default}]")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """ServerConfig from the environment, overridden by the flags `add_server_arguments` added."""
+    given = {k.removeprefix(_PREFIX): v for k, v in vars(args).items() if k.startswith(_PREFIX) and v is not None}
+    return ServerConfig(**given)
 
 
 def serve(settings, port: int | None = None, config: ServerConfig | None = None) -> None:
@@ -34,4 +50,4 @@ def serve(settings, port: int | None = None, config: ServerConfig | None = None)
         backend.close()
 
 
-__all__ = ["DEFAULT_PORT", "ServerConfig", "create_app", "serve"]
+__all__ = ["DEFAULT_PORT", "ServerConfig", "add_server_arguments", "config_from_args", "create_app", "serve"]

@@ -110,7 +110,7 @@ def test_boxes_and_tiles():
         tile_grid((0, 0, 512, 512), 256, 4, rows=3, cols=3)
 
 
-# --- the tool ----------------------------------------------------------------------------------------------------------
+# --- the tool -------------------------------------------------------------------------------------------------------
 def test_tool_takes_paths_urls_and_base64(backend, tmp_path, airplane_jpg):
     path = tmp_path / "airplane.jpg"
     path.write_bytes(airplane_jpg)

@@ -15,7 +15,6 @@ from pydantic import SecretStr
 
 from server import create_app
 from server.serving import ServerConfig, StopCutter
-from settings import Settings
 from tests.server.conftest import data_url
 from tests.server.running import RunningServer, ScriptedBackend
 
