@@ -14,17 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from settings import DEFAULT_MODEL_DIR, Settings, add_arguments, from_args
 
 STARTED = time.perf_counter()
-TINY_MODEL_HINT = (
-    "point --model (or REMOTEGLM_MODEL) at a model directory, e.g. a tiny test model: "
-    "`python -m tests.tiny_models glm4v /tmp/tiny && python app.py --model /tmp/tiny`"
-)
+TINY_MODEL = "a tiny test model: `python -m tests.tiny_models glm4v /tmp/tiny && python app.py --model /tmp/tiny`"
+TINY_MODEL_HINT = f"point --model (or REMOTEGLM_MODEL) at a model directory, e.g. {TINY_MODEL}"
 
 
 class StartupError(RuntimeError):
@@ -35,37 +34,52 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _database_label(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
 
 
-def load_service(settings: Settings):
-    """The conversation service for these settings; StartupError with the fix when the model or database fails."""
+def check_model(settings: Settings) -> None:
+    """Fail fast, before anything heavy is imported, when the default model has not been put in place."""
     if settings.backend == "hf" and Path(settings.model) == DEFAULT_MODEL_DIR and not DEFAULT_MODEL_DIR.exists():
         raise StartupError(f"the default model RemoteGLM-mini is not at {DEFAULT_MODEL_DIR} yet; {TINY_MODEL_HINT}")
+
+
+@contextmanager
+def one_line_errors(settings: Settings) -> Iterator[None]:
+    """Turn the errors a user fixes with a flag (model, database, data directory) into a StartupError."""
+    from model_adapter.hf import ModelLoadError
+    from storage import DatabaseError
+
+    try:
+        yield
+    except ModelLoadError as exc:
+        hint = f"(for {TINY_MODEL})" if "--model" in str(exc) else TINY_MODEL_HINT
+        raise StartupError(f"{_one_line(exc)} {hint}") from exc
+    except DatabaseError as exc:
+        raise StartupError(_one_line(exc)) from exc
+    except OSError as exc:  # the data or image directory cannot be created or written
+        raise StartupError(f"cannot use {exc.filename}: {exc.strerror}; choose --data-dir / --image-dir") from exc
+
+
+def load_service(settings: Settings):
+    """The conversation service for these settings; StartupError with the fix when the model or database fails."""
+    check_model(settings)
     from bot.service import ConversationService
     from model_adapter import load_backend
-    from storage import ConversationStore, DatabaseError
+    from storage import ConversationStore
 
-    try:
+    with one_line_errors(settings):
         store = ConversationStore.from_settings(settings)
-    except DatabaseError as exc:
-        raise StartupError(str(exc)) from exc
-    except OSError as exc:  # e.g. the data directory cannot be created
-        raise StartupError(f"cannot use the data directory {settings.data_dir}: {exc}; set --data-dir") from exc
-    _say(f"数据库 database: {_database_label(settings)}")
-    _say(f"图像 images:     {settings.resolved_image_dir}")
-    _say(f"模型 model:      {settings.model}" + (f" + {settings.adapter}" if settings.adapter else ""))
-    try:
+        _say(f"数据库 database: {_database_label(settings)}")
+        _say(f"图像 images:     {settings.resolved_image_dir}")
+        _say(f"模型 model:      {settings.model}" + (f" + {settings.adapter}" if settings.adapter else ""))
         backend = load_backend(settings)
-    except Exception as exc:
-        from model_adapter.hf import ModelLoadError
-
-        if isinstance(exc, ModelLoadError):
-            raise StartupError(f"{exc}. {TINY_MODEL_HINT}") from exc
-        raise
     return ConversationService(backend, store, settings)
 
 
@@ -103,11 +117,13 @@ def cli(settings: Settings, args: argparse.Namespace) -> int:
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     """OpenAI-compatible API server (/v1/chat/completions)."""
+    check_model(settings)
     try:
         from server import serve as serve_api
     except ImportError as exc:
         raise StartupError(f"the API server (server/) is not available: {exc}") from exc
-    result = serve_api(settings)
+    with one_line_errors(settings):
+        result = serve_api(settings)
     return int(result or 0)
 
 

@@ -1,0 +1,92 @@
+"""`python app.py cli` driven through a pseudo-terminal, as a person at a terminal would use it."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pexpect
+import pytest
+
+from settings import REPO_ROOT, Settings
+from storage import ConversationStore
+from tests.conftest import FIXTURES
+
+AIRPLANE = FIXTURES / "ucm" / "airplane_192.jpg"
+
+
+def spawn(tiny_glm4v_dir, data_dir, *args: str) -> pexpect.spawn:
+    child = pexpect.spawn(
+        sys.executable, [str(REPO_ROOT / "app.py"), "cli", "--model", str(tiny_glm4v_dir), "--data-dir",
+                         str(data_dir), "--max-new-tokens", "8", *args],
+        cwd=str(REPO_ROOT), env={**os.environ, "OMP_NUM_THREADS": "1"}, encoding="utf-8", timeout=90,
+    )
+    return child
+
+
+def ask(child: pexpect.spawn, question: str) -> None:
+    child.sendline(question)
+    child.expect("RemoteGLM：")
+    child.expect("用户：")
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "data"
+
+
+def test_terminal_chat_with_image_history_and_resume(tiny_glm4v_dir, data_dir):
+    child = spawn(tiny_glm4v_dir, data_dir)
+    child.expect("图像路径")
+    child.sendline("/no/such/scene.jpg")  # a wrong path gets a message, not a traceback
+    child.expect("找不到图像文件")
+    child.expect("用户：")
+    child.sendline(f"image {AIRPLANE}")
+    child.expect("已读取图像 airplane_192.jpg")
+    child.expect("用户：")
+    ask(child, "这张遥感图像展现了什么场景？")
+    ask(child, "图中有多少架飞机？")
+    child.sendline("history")
+    child.expect(r"airplane_192.jpg|[0-9a-f]{64}\.jpg")
+    child.expect("图中有多少架飞机？")
+    child.expect("用户：")
+    child.sendline("")  # an empty question gets the service's message
+    child.expect("请输入问题")
+    child.expect("用户：")
+    child.sendline("stop")
+    child.expect(r"--conversation ([0-9a-f]{32})")
+    conversation_id = child.match.group(1)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+    store = ConversationStore.from_settings(Settings(data_dir=data_dir))
+    view = store.get(conversation_id)
+    assert [m.text for m in view.messages if m.role == "user"] == ["这张遥感图像展现了什么场景？", "图中有多少架飞机？"]
+    assert view.messages[0].images and all(m.status == "complete" for m in view.messages)
+
+    child = spawn(tiny_glm4v_dir, data_dir, "--conversation", conversation_id)
+    child.expect("继续对话")
+    child.expect("图中有多少架飞机？")
+    child.expect("用户：")
+    ask(child, "还有别的吗？")
+    child.sendline("clear")
+    child.expect("已开始新对话")
+    child.expect("图像路径")
+    child.sendline("")
+    child.expect("用户：")
+    ask(child, "你好")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert len(store.get(conversation_id).messages) == 6
+    assert store.count() == 2
+
+
+def test_unknown_conversation_id_is_a_message(tiny_glm4v_dir, data_dir):
+    child = spawn(tiny_glm4v_dir, data_dir, "--conversation", "0" * 32)
+    child.expect("找不到对话")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1 and not re.search("Traceback", child.before or "")
