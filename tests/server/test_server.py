@@ -250,3 +250,20 @@ def test_stop_cutter(pieces, stops, expected):
     cutter = StopCutter(stops)
     out = "".join(cutter.feed(p) for p in pieces if not cutter.stopped) + cutter.flush()
     assert out == expected
+
+
+def test_concurrent_requests_share_the_model_one_at_a_time(client, served_name, airplane_jpg, harbor_jpg):
+    asks = [dict(model=served_name, messages=image_message(image), max_tokens=6, temperature=0)
+            for image in (airplane_jpg, harbor_jpg, airplane_jpg)]
+    sequential = [client.chat.completions.create(**ask).choices[0].message.content for ask in asks]
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        results[i] = client.chat.completions.create(**asks[i]).choices[0].message.content
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [results[i] for i in range(3)] == sequential
