@@ -108,8 +108,8 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: about 30% slower, much less activation memory."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """'auto': bf16 on GPUs that have it, else fp16 on GPUs, else fp32 (CPU). Under `accelerate launch` the
-    launcher's --mixed_precision wins."""
+    """'auto': bf16 on GPUs that have it, else fp16 on GPUs, else fp32 (CPU); also the base weights' dtype.
+    This flag, not the launcher's --mixed_precision, decides."""
     save_every: int = Field(200, ge=1)
     """Write a resumable checkpoint every N optimizer steps."""
     keep_checkpoints: int = Field(2, ge=1)
@@ -422,9 +422,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
+    # Passed explicitly, so --mixed-precision wins over `accelerate launch --mixed_precision`; DeepSpeed configs
+    # with "auto" take it from here.
     mixed_precision, dtype = resolve_dtype(cfg.mixed_precision)
-    if os.environ.get("ACCELERATE_MIXED_PRECISION"):  # set by `accelerate launch`: the launcher's choice wins
-        mixed_precision, dtype = resolve_dtype(os.environ["ACCELERATE_MIXED_PRECISION"])
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.include_projector)],
@@ -611,7 +611,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k != "command"}
     summary = train(TrainConfig(**values)).summary
     summary.pop("history")
-    print(json.dumps(summary, indent=1))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=1))
     return 0
 
 

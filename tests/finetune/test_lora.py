@@ -254,3 +254,38 @@ def test_script_trains_and_exports_end_to_end(tiny_qwen2_5_vl_dir, tmp_path):
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     assert AutoProcessor.from_pretrained(merged).apply_chat_template(  # the processor travels with the weights
         [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False).endswith("assistant\n")
+
+
+def test_two_process_ddp_run_checkpoints_every_rank(tiny_glm4v_dir, tmp_path):
+    """The same entry point under a 2-process launcher (gloo on CPU): what `accelerate launch` does on GPUs."""
+    train = write_jsonl(SAMPLES * 2, tmp_path / "train.jsonl")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "true"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+            "-m", "finetune.lora", "train", "--base", str(tiny_glm4v_dir), "--data", str(train), "--data-root",
+            str(FIXTURES), "--out", str(out), "--max-steps", "4", "--save-every", "2", "--batch-size", "1",
+            "--grad-accum", "2", "--num-workers", "0", "--log-every", "1", "--no-gradient-checkpointing"]
+    first = subprocess.run(args + ["--stop-after", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(args + ["--resume", "latest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count('"finished": true') == 1  # one summary, from rank 0
+    step2 = out / "checkpoints" / "step-0000002"
+    assert (step2 / "random_states_0.pkl").is_file() and (step2 / "random_states_1.pkl").is_file()
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_shipped_launch_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin
+
+    configs = ROOT / "finetune" / "configs"
+    assert load_config_from_file(str(configs / "ddp.yaml")).distributed_type == "MULTI_GPU"
+    for stage in (2, 3):
+        launch = load_config_from_file(str(configs / f"zero{stage}.yaml"))
+        assert launch.distributed_type == "DEEPSPEED"
+        assert (ROOT / launch.deepspeed_config["deepspeed_config_file"]).is_file()
+        plugin = DeepSpeedPlugin(hf_ds_config=str(configs / f"zero{stage}.json"), zero3_init_flag=stage == 3)
+        plugin.set_mixed_precision("bf16")
+        assert plugin.zero_stage == stage and plugin.deepspeed_config["bf16"]["enabled"] is True
