@@ -400,6 +400,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             (settings_panel, "label", "settings"), (temperature, "label", "temperature"),
             (max_new, "label", "max_new_tokens"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
             (export_json, "value", "export_json"), (export_file, "label", "export_file"),
+            (examples.dataset, "label", "examples"),
         ]
         components = list(dict.fromkeys(c for c, _, _ in relabel))
 
@@ -416,7 +417,6 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         lang.change(switch_language, [lang, conversation], [*components, header, chatbot, conversations],
                     api_visibility="private")
         demo.load(h.on_load, [lang], conversations, api_visibility="private")
-        del examples
     demo.handlers = h  # for tests and app.py's startup message
     return demo
 
