@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -34,7 +34,6 @@ class CliState:
     image_name: str | None = None
     lang: str = "zh"
     done: bool = False
-    log: list[str] = field(default_factory=list)
 
 
 class TerminalChat:

@@ -169,7 +169,7 @@ class ChatHandlers:
             image, name = self._read_upload(files, lang)
             if not text.strip() and image is None:
                 raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
-            if editing and conversation_id:
+            if editing and conversation_id and image is None:  # a new image makes it a new question
                 self.service.set_generation(conversation_id, **generation)
                 def turn(cancel): return self.service.edit_last(conversation_id, text, cancel=cancel)  # noqa: E306
             else:
@@ -417,7 +417,6 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         lang.change(switch_language, [lang, conversation], [*components, header, chatbot, conversations],
                     api_visibility="private")
         demo.load(h.on_load, [lang], conversations, api_visibility="private")
-    demo.handlers = h  # for tests and app.py's startup message
     return demo
 
 

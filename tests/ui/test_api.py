@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 
 import pytest
 from gradio_client import Client, handle_file
@@ -152,3 +153,39 @@ def test_binds_localhost_by_default():
     options = launch_options(Settings())
     assert options["server_name"] == "127.0.0.1" and options["auth"] is None
     assert options["max_file_size"] == 50 * 1024 * 1024
+
+
+def test_stop_over_http_keeps_the_partial_answer(tmp_path):
+    from settings import Settings
+    from tests.ui.conftest import EndlessBackend
+
+    settings = Settings(data_dir=tmp_path, port=free_port())
+    backend = EndlessBackend(delay=0.02)
+    service = make_service(backend, settings)
+    demo = build_demo(service, settings)
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, **launch_options(settings))
+    try:
+        client = Client(f"http://127.0.0.1:{settings.port}", verbose=False)
+        job = client.submit({"text": "请详细描述这张图像。", "files": []}, *GEN, api_name="/chat")
+        assert backend.started.wait(30)
+        client.predict(api_name="/stop")  # the same browser session's stop button
+        deadline = time.monotonic() + 20
+        while not job.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.done(), "stop must end the running answer"
+        conversation = service.store.list(limit=1)[0]
+        answer = service.history(conversation.id).messages[-1]
+        assert answer.status == "interrupted" and answer.text.startswith("遥感")
+        # the session can go on asking after a stop
+        backend.started.clear()
+        job = client.submit({"text": "继续", "files": []}, *GEN, api_name="/chat")
+        assert backend.started.wait(30)
+        client.predict(api_name="/stop")
+        deadline = time.monotonic() + 20
+        while not job.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [m.status for m in service.history(conversation.id).messages] == [
+            "complete", "interrupted", "complete", "interrupted"]
+    finally:
+        demo.close()
