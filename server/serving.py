@@ -335,6 +335,11 @@ class ChatServing:
                         finished = item
                     else:
                         parts.append(item)
+        except APIError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - rendered as a 500 body; the connection stays usable
+            log.exception("generation failed")
+            raise APIError(500, f"generation failed: {exc}", type="server_error") from exc
         finally:
             ticket.release()
         assert finished is not None

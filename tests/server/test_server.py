@@ -267,3 +267,25 @@ def test_concurrent_requests_share_the_model_one_at_a_time(client, served_name, 
     for t in threads:
         t.join(60)
     assert [results[i] for i in range(3)] == sequential
+
+
+class BrokenBackend(ScriptedBackend):
+    def stream(self, messages, params=None, cancel=None):
+        yield from super().stream(messages, params, cancel)
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_backend_failure_is_a_500_body_or_a_stream_error_event(server_settings):
+    backend = BrokenBackend(["半"])
+    with RunningServer(create_app(backend, server_settings)) as running:
+        client = OpenAI(base_url=running.url, api_key="EMPTY", max_retries=0)
+        ask = dict(model="scripted", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(**ask)
+        assert "CUDA out of memory" in assert_openai_error(caught.value, 500)["message"]
+        with pytest.raises(openai.APIError, match="CUDA out of memory"):
+            list(client.chat.completions.create(**ask, stream=True))
+        with httpx.stream("POST", f"{running.url}/chat/completions", json={**ask, "stream": True}) as response:
+            events = [line for line in response.iter_lines() if line]
+        assert events[-1] == "data: [DONE]" and "error" in json.loads(events[-2][6:])
+        assert httpx.get(f"http://127.0.0.1:{running.port}/health").json()["in_progress"] == 0
