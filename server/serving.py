@@ -247,8 +247,11 @@ class ChatServing:
                 if self.config.allowed_image_dir is None:
                     raise bad_image("file:// image URLs are disabled on this server; send a data URL, or start "
                                     "the server with REMOTEGLM_ALLOWED_IMAGE_DIR / --allowed-image-dir", param)
-                path = Path(unquote(urlparse(url).path))
-                if not path.resolve().is_file():
+                path = Path(unquote(urlparse(url).path)).resolve()
+                # Refuse before looking at the file, so that answers reveal nothing about paths outside.
+                if not path.is_relative_to(self.config.allowed_image_dir.resolve()):
+                    raise bad_image(f"file URLs are only allowed under {self.config.allowed_image_dir}", param)
+                if not path.is_file():
                     raise bad_image(f"no such image file: {path}", param)
                 return image_bytes_from_url(url, self.config.allowed_image_dir)
             if scheme in ("http", "https") and self.config.allow_remote_images:
@@ -257,8 +260,6 @@ class ChatServing:
             raise
         except binascii.Error as exc:
             raise bad_image(f"the image data URL is not valid base64: {exc}", param) from exc
-        except PermissionError as exc:
-            raise bad_image(f"{exc}; this file URL is outside it", param) from exc
         except Exception as exc:  # noqa: BLE001 - network and file errors all mean "cannot get this image"
             raise bad_image(f"cannot read the image at {url[:200]}: {exc}", param) from exc
         raise bad_image(f"unsupported image URL scheme '{scheme or url[:20]}': send a data URL "

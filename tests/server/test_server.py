@@ -120,13 +120,16 @@ def test_unusable_image_is_400(client, served_name, url):
     assert error["param"] == "messages.0.content.0.image_url"
 
 
-def test_file_url_outside_the_allowed_directory_is_400(client, served_name, tmp_path, airplane_jpg):
+def test_file_url_outside_the_allowed_directory_is_400(client, served_name, tmp_path, airplane_jpg, allowed_dir):
     (tmp_path / "secret.jpg").write_bytes(airplane_jpg)
-    for url in [(tmp_path / "secret.jpg").as_uri(), "file:///etc/passwd"]:
+    messages = []
+    for url in [(tmp_path / "secret.jpg").as_uri(), "file:///etc/passwd", (tmp_path / "missing.jpg").as_uri(),
+                (allowed_dir / ".." / tmp_path.name / "secret.jpg").as_uri()]:
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model=served_name, messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": url}}]}])
-        assert_openai_error(caught.value, 400, "invalid_image")
+        messages.append(assert_openai_error(caught.value, 400, "invalid_image")["message"])
+    assert len(set(messages)) == 1 and "only allowed under" in messages[0]  # existing or not: the same answer
 
 
 @pytest.mark.parametrize("change", [
