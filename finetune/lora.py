@@ -292,20 +292,21 @@ def stop_token_ids(model, tokenizer) -> set[int]:
 
 
 # --- model ----------------------------------------------------------------------------------------------------------
-def lora_target_regex(model: torch.nn.Module, vision_modules: tuple[str, ...], include_projector: bool) -> str:
-    """A peft `target_modules` regex: every linear layer of the language model (not lm_head), plus the projector's
-    linear layers when asked; never the vision tower."""
-    leaves, projector = set(), []
+def lora_targets(model: torch.nn.Module, vision_modules: tuple[str, ...], include_projector: bool) -> list[str]:
+    """Full names of the linear layers that get LoRA: every one of the language model (not lm_head), plus the
+    projector's when asked; never the vision tower.
+
+    Full names rather than a regex: peft matches them exactly, and servers that read `target_modules` (vLLM checks
+    each name's last part against the layers it can serve LoRA on) understand a plain list.
+    """
+    names = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear) or name.split(".")[-1] == "lm_head":
-            continue
-        if not any(f in name for f in vision_modules):
-            leaves.add(name.split(".")[-1])
-        elif include_projector and any(p in name for p in PROJECTOR_FRAGMENTS):
-            projector.append(name)
-    vision = "|".join(map(re.escape, vision_modules))
-    pattern = rf"^(?!.*(?:{vision})).*\.(?:{'|'.join(sorted(map(re.escape, leaves)))})$"
-    return pattern + "".join(f"|^{re.escape(n)}$" for n in projector)
+            continue  # bitsandbytes' Linear4bit is a torch Linear too
+        in_vision = any(f in name for f in vision_modules)
+        if not in_vision or (include_projector and any(p in name for p in PROJECTOR_FRAGMENTS)):
+            names.append(name)
+    return names
 
 
 def resolve_dtype(mixed_precision: str) -> tuple[str, torch.dtype]:
@@ -339,7 +340,7 @@ def load_for_training(cfg: TrainConfig, device: torch.device, dtype: torch.dtype
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     vision = quirks_for(model.config.model_type).vision_modules
-    target = cfg.target_modules or lora_target_regex(model, vision, cfg.include_projector)
+    target = cfg.target_modules or lora_targets(model, vision, cfg.include_projector)
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=target, task_type="CAUSAL_LM")
     return processor, get_peft_model(model, lora)
@@ -502,7 +503,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             window = []
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            record = {"step": state["step"], "loss": step_loss, "lr": scheduler.get_last_lr()[0]}
+            record = {"step": state["step"], "loss": step_loss, "lr": scheduler.get_last_lr()[0],
+                      "elapsed_s": round(time.perf_counter() - started, 3)}
             if val_dl is not None and (state["step"] % cfg.eval_every == 0 or state["step"] == total_steps):
                 record["val_loss"] = evaluate(model, val_dl, accelerator, wanted)
                 accelerator.print(f"step {state['step']}: val_loss {record['val_loss']:.4f}")

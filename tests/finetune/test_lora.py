@@ -154,10 +154,12 @@ def test_projector_gets_lora_only_when_asked(tiny_model_dir, tmp_path):
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
-    pattern = lora.lora_target_regex(model, VISION, include_projector=True)
     from peft import LoraConfig, get_peft_model
 
-    names = lora.lora_module_names(get_peft_model(model, LoraConfig(r=2, target_modules=pattern)))
+    assert not any("visual" in n for n in lora.lora_targets(model, VISION, include_projector=False))
+    targets = lora.lora_targets(model, VISION, include_projector=True)
+    names = lora.lora_module_names(get_peft_model(model, LoraConfig(r=2, target_modules=targets)))
+    assert sorted(n.removeprefix("base_model.model.") for n in names) == sorted(targets)
     assert any("merger" in n for n in names)
     assert not any("visual" in n and "merger" not in n for n in names)  # never the vision tower itself
     assert not any(n.endswith("lm_head") for n in names)
