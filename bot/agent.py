@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain.agents import create_agent
 from langchain.tools import ToolRuntime, tool
@@ -128,6 +129,7 @@ class AgentStep:
     tool: str
     args: dict[str, Any]
     result: str
+    call_id: str = ""
 
 
 @dataclass
@@ -138,6 +140,17 @@ class AgentReply:
     status: str  # 'complete' | 'error'
     steps: list[AgentStep] = field(default_factory=list)
     error: str | None = None
+
+
+@dataclass
+class AgentEvent:
+    """One step of an agent turn: 'user' (question stored), 'step' (a tool finished), 'done' / 'error'."""
+
+    kind: Literal["user", "step", "done", "error"]
+    conversation_id: str
+    message_id: int
+    step: AgentStep | None = None
+    reply: AgentReply | None = None
 
 
 class RemoteSensingAgent:
@@ -165,9 +178,20 @@ class RemoteSensingAgent:
 
     def send(self, conversation_id: str, text: str, image: bytes | str | Path | None = None,
              image_name: str | None = None) -> AgentReply:
-        """One agent turn: store the question (and image), plan and call tools, store and return the answer.
+        """One blocking agent turn (see `stream`); returns the stored answer with the steps that led to it."""
+        reply = None
+        for event in self.stream(conversation_id, text, image, image_name):
+            reply = event.reply or reply
+        assert reply is not None
+        return reply
 
-        Raises ServiceError / ImageError / NotFound before storing anything when the input is unusable."""
+    def stream(self, conversation_id: str, text: str, image: bytes | str | Path | None = None,
+               image_name: str | None = None) -> Iterator[AgentEvent]:
+        """One agent turn: store the question (and image), plan and call tools, store the answer.
+
+        Yields 'user' (question stored), one 'step' per finished tool call (for a progress display), then 'done'
+        or 'error' with the `AgentReply`. Raises ServiceError / ImageError / NotFound before storing anything
+        when the input is unusable; closing the iterator early keeps the turn as 'interrupted'."""
         text = (text or "").strip()
         if not text:
             raise ServiceError("请输入问题 (please type a question)")
@@ -178,31 +202,55 @@ class RemoteSensingAgent:
         images: list[ImageRef] = []
         if image is not None:
             ref = self.store.add_image(image, image_name)  # ImageError here, before any message is stored
-            metadata = _metadata(image)
-            self._save_scene(conversation_id, conv, self._new_scene(ref, image, metadata))
+            self._save_scene(conversation_id, conv, self._new_scene(ref, image, _metadata(image)))
             images = [ref]
         history = self.planner_messages(conv)
         user = self.store.append_message(conversation_id, "user", text, images)
         if not conv.title:
             self.store.rename(conversation_id, text[:TITLE_CHARS])
+        yield AgentEvent("user", conversation_id, user.id)
         history.append(HumanMessage(self._with_state_note(conversation_id, text, bool(images))))
         answer = self.store.append_message(conversation_id, "assistant", "", status="streaming")
         started = time.perf_counter()
+        new: list[AnyMessage] = []
+        finished = False
+        updates = None
+
+        def elapsed_ms() -> int:
+            return int((time.perf_counter() - started) * 1000)
+
         try:
-            result = self.graph.invoke({"messages": history}, context=AgentContext(conversation_id),
-                                       config={"recursion_limit": 2 * self.settings.agent_max_steps + 1})
+            updates = self.graph.stream({"messages": history}, context=AgentContext(conversation_id),
+                                        config={"recursion_limit": 2 * self.settings.agent_max_steps + 1},
+                                        stream_mode="updates")
+            for update in updates:
+                for value in update.values():
+                    for message in value.get("messages", []) if isinstance(value, dict) else []:
+                        new.append(message)
+                        if isinstance(message, ToolMessage):
+                            step = next(s for s in _steps(new) if s.call_id == message.tool_call_id)
+                            yield AgentEvent("step", conversation_id, answer.id, step=step)
+            if not (new and isinstance(new[-1], AIMessage) and not new[-1].tool_calls):
+                raise RuntimeError("the planner stopped without an answer")
         except Exception as exc:  # noqa: BLE001 - a failed turn is stored as an error, like a failed chat turn
             log.exception("agent turn failed in conversation %s", conversation_id)
             reason = (f"步骤过多，已停止 (gave up after {self.settings.agent_max_steps} steps)"
                       if isinstance(exc, GraphRecursionError) else f"智能体失败 (agent failed): {exc}")
-            self.store.update_message(answer.id, status="error", error=reason[:2000],
-                                      latency_ms=int((time.perf_counter() - started) * 1000))
-            return AgentReply(conversation_id, answer.id, "", "error", error=reason)
-        new = result["messages"][len(history):]
-        final = _text(new[-1]) if new and isinstance(new[-1], AIMessage) else ""
-        self.store.update_message(answer.id, text=final, status="complete",
-                                  latency_ms=int((time.perf_counter() - started) * 1000))
-        return AgentReply(conversation_id, answer.id, final, "complete", steps=_steps(new))
+            self.store.update_message(answer.id, status="error", error=reason[:2000], latency_ms=elapsed_ms())
+            finished = True
+            yield AgentEvent("error", conversation_id, answer.id, reply=AgentReply(
+                conversation_id, answer.id, "", "error", steps=_steps(new), error=reason))
+            return
+        finally:
+            if updates is not None:
+                updates.close()  # stops the graph at once when our consumer went away
+            if not finished and not (new and isinstance(new[-1], AIMessage) and not new[-1].tool_calls):
+                # The consumer closed the stream mid-turn (stop button, disconnect).
+                self.store.update_message(answer.id, status="interrupted", latency_ms=elapsed_ms())
+        final = _text(new[-1])
+        self.store.update_message(answer.id, text=final, status="complete", latency_ms=elapsed_ms())
+        yield AgentEvent("done", conversation_id, answer.id, reply=AgentReply(
+            conversation_id, answer.id, final, "complete", steps=_steps(new)))
 
     def planner_messages(self, conv: ConversationView) -> list[AnyMessage]:
         """The stored conversation as the planner sees it: text turns, images as short notes."""
@@ -390,10 +438,11 @@ def _text(message: AIMessage) -> str:
 def _steps(messages: list[AnyMessage]) -> list[AgentStep]:
     results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
     return [
-        AgentStep(call["name"], call["args"], str(results[call["id"]].content) if call["id"] in results else "")
+        AgentStep(call["name"], call["args"], str(results[call["id"]].content) if call["id"] in results else "",
+                  call["id"])
         for m in messages if isinstance(m, AIMessage) for call in m.tool_calls
     ]
 
 
-__all__ = ["AgentContext", "AgentReply", "AgentSettings", "AgentStep", "RemoteSensingAgent", "SceneState",
+__all__ = ["AgentContext", "AgentEvent", "AgentReply", "AgentSettings", "AgentStep", "RemoteSensingAgent", "SceneState",
            "build_planner"]

@@ -262,3 +262,25 @@ def test_planner_from_settings_is_an_openai_compatible_chat_model():
                                           planner_base_url="http://127.0.0.1:9/v1", planner_api_key="k"))
     assert isinstance(planner, ChatOpenAI)
     assert planner.model_name == "qwen2.5-72b-instruct" and planner.openai_api_base == "http://127.0.0.1:9/v1"
+
+
+def test_stream_reports_each_tool_step_and_a_closed_stream_is_interrupted(backend, store, airplane_jpg):
+    planner = ScriptedPlanner(steps=[
+        AIMessage("", tool_calls=[{"name": "image_info", "args": {}, "id": "s1", "type": "tool_call"},
+                                  {"name": "ask_image", "args": {"question": QUESTION}, "id": "s2",
+                                   "type": "tool_call"}]),
+        lambda m: AIMessage("好了。"),
+        call("image_info", "s3"),
+    ])
+    agent = make_agent(planner, backend, store)
+    conv = agent.start()
+    events = list(agent.stream(conv.id, "看看这张图。", image=airplane_jpg))
+    assert [e.kind for e in events] == ["user", "step", "step", "done"]
+    assert sorted(e.step.tool for e in events[1:3]) == ["ask_image", "image_info"]
+    assert events[-1].reply.text == "好了。" and len(events[-1].reply.steps) == 2
+
+    turn = agent.stream(conv.id, "再看一次。")
+    assert next(turn).kind == "user" and next(turn).kind == "step"
+    turn.close()  # the user pressed stop while the planner was still working
+    assert [(m.role, m.status) for m in store.get(conv.id).messages][-2:] == [("user", "complete"),
+                                                                              ("assistant", "interrupted")]
