@@ -163,3 +163,17 @@ def test_timeouts_auth_and_unreachable_servers_raise_backend_errors(tmp_path):
             OpenAIBackend(running.url, api_key="k", model="nope", max_retries=0).generate([ChatMessage("user", "hi")])
     with pytest.raises(BackendError, match="cannot reach"):
         OpenAIBackend(running.url, model="scripted", max_retries=0).generate([ChatMessage("user", "hi")])
+
+
+def test_chat_remoteglm_runs_on_the_openai_backend(served, hf_backend, image, airplane_jpg):
+    from langchain_core.messages import HumanMessage
+
+    from bot.chat_model import ChatRemoteGLM
+
+    llm = ChatRemoteGLM(backend_kind="openai", base_url=served.url, temperature=0, max_tokens=8)
+    message = HumanMessage(content=[
+        {"type": "image", "base64": base64.b64encode(airplane_jpg).decode(), "mime_type": "image/jpeg"},
+        {"type": "text", "text": QUESTION}])
+    answer = llm.invoke([message])
+    assert answer.content == hf_backend.generate([ChatMessage("user", QUESTION, [image])], GREEDY).text
+    assert answer.usage_metadata["output_tokens"] >= 1
