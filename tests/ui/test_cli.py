@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import os
-import re
 import sys
 
 import pexpect
@@ -12,6 +12,8 @@ import pytest
 from settings import REPO_ROOT, Settings
 from storage import ConversationStore
 from tests.conftest import FIXTURES
+from tests.ui.conftest import EndlessBackend, make_service
+from ui.cli import TerminalChat
 
 AIRPLANE = FIXTURES / "ucm" / "airplane_192.jpg"
 
@@ -84,9 +86,27 @@ def test_terminal_chat_with_image_history_and_resume(tiny_glm4v_dir, data_dir):
     assert store.count() == 2
 
 
-def test_unknown_conversation_id_is_a_message(tiny_glm4v_dir, data_dir):
-    child = spawn(tiny_glm4v_dir, data_dir, "--conversation", "0" * 32)
-    child.expect("找不到对话")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 1 and not re.search("Traceback", child.before or "")
+def test_unknown_conversation_id_is_a_message(service):
+    out = io.StringIO()
+    assert TerminalChat(service, out=out, input_fn=lambda prompt: "stop").run(conversation_id="0" * 32) == 1
+    assert "找不到对话" in out.getvalue()
+
+
+def test_ctrl_c_while_streaming_keeps_the_partial_answer(ui_settings):
+    backend = EndlessBackend()
+    chat_service = make_service(backend, ui_settings)
+    out = io.StringIO()
+    answers = iter(["请详细描述这张图像。", "history", "stop"])
+
+    def interrupting_stream(*args, **kwargs):
+        for chunk in EndlessBackend.stream(backend, *args, **kwargs):
+            if backend.started.is_set() and out.getvalue().count("遥感") >= 3:
+                raise KeyboardInterrupt  # what Ctrl+C raises in the terminal while the answer streams
+            yield chunk
+
+    backend.stream = interrupting_stream
+    chat = TerminalChat(chat_service, out=out, input_fn=lambda prompt: next(answers))
+    assert chat.run(image=str(AIRPLANE)) == 0
+    answer = chat_service.history(chat.state.conversation_id).messages[-1]
+    assert answer.status == "interrupted" and answer.text.startswith("遥感")
+    assert "[已停止]" in out.getvalue() and "（已停止，保留部分回答）" in out.getvalue()
