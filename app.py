@@ -96,7 +96,10 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
         demo.launch(prevent_thread_lock=True, **launch_options(settings))
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port} ({exc}); choose another --port") from exc
-    url = f"http://{settings.host}:{demo.server_port}"
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = f"http://{shown_host}:{demo.server_port}"
+    if shown_host != settings.host:
+        url += f" (listening on {settings.host or 'all interfaces'})"
     if settings.host not in ("127.0.0.1", "localhost") and not settings.auth_user:
         _say("注意 warning: the chat is reachable from the network without a login; set --auth-user/--auth-password")
     _say(f"RemoteGLM 网页对话已就绪 web chat ready in {time.perf_counter() - STARTED:.1f}s: {url}")

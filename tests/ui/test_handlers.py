@@ -199,3 +199,15 @@ def test_export_markdown_and_json(handlers):
     assert "这张遥感图像展现了什么场景？" in text and "![" in text
     data = json.loads(open(handlers.export(conversation_id, "json", "zh")["value"], encoding="utf-8").read())
     assert data["id"] == conversation_id and len(data["messages"]) == 2
+
+
+@pytest.mark.parametrize("fmt, suffix", [("BMP", "bmp"), ("WEBP", "webp"), ("PNG", "png"), ("TIFF", "tif")])
+def test_common_formats_are_accepted_and_shown(handlers, tmp_path, fmt, suffix):
+    from PIL import Image
+
+    path = tmp_path / f"scene.{suffix}"
+    Image.open(AIRPLANE).convert("RGB").save(path, fmt)
+    chat = ask(handlers, "这张遥感图像展现了什么场景？", [str(path)])[-1][0]
+    shown = chat[0]["content"][0]["path"]
+    assert shown.endswith((".png", ".jpg")), "stored in a format every browser shows"
+    assert len(chat) == 2 and not str(chat[1]["content"][-1]).startswith(ERROR_MARK)
