@@ -111,6 +111,9 @@ class HFBackend(ChatBackend):
         self.pad_id = self.model.generation_config.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.pad_token_id
+        # One generate() at a time: concurrent callers (web sessions, server, agent) queue here instead of
+        # doubling peak memory or racing on peft / generation state.
+        self._generate_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HFBackend:
@@ -182,7 +185,8 @@ class HFBackend(ChatBackend):
         self, conversations: list[list[ChatMessage]], params: GenerationParams | None = None
     ) -> list[Completion]:
         prompts, inputs, gen_kwargs = self._prepare(conversations, params)
-        out = self.model.generate(**inputs, **gen_kwargs)
+        with self._generate_lock:
+            out = self.model.generate(**inputs, **gen_kwargs)
         prompt_len = inputs["input_ids"].shape[1]
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         return [
@@ -201,7 +205,7 @@ class HFBackend(ChatBackend):
 
         def run() -> None:
             try:
-                with torch.inference_mode():
+                with self._generate_lock, torch.inference_mode():
                     result["out"] = self.model.generate(
                         **inputs, **gen_kwargs, streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),

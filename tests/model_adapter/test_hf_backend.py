@@ -135,3 +135,25 @@ def test_model_generation_config_overrides_original_defaults(tiny_glm4v_dir, tmp
         shutil.copy(tiny_glm4v_dir / name, tmp_path / name)
     backend = load_backend(model=str(tmp_path))
     assert backend.model_defaults == {"temperature": 0.6}
+
+
+def test_concurrent_callers_each_get_their_own_answer(tiny_glm4v_dir, image):
+    backend = load_backend(model=str(tiny_glm4v_dir))
+    questions = [f"问题 {i}：这张遥感图像展现了什么场景？" for i in range(6)]
+    expected = {q: backend.generate([ChatMessage("user", q, [image])], GREEDY).text for q in questions}
+    results, errors = {}, []
+
+    def ask(q, streaming):
+        try:
+            messages = [ChatMessage("user", q, [image])]
+            if streaming:
+                results[q] = "".join(c.text for c in backend.stream(messages, GREEDY))
+            else:
+                results[q] = backend.generate(messages, GREEDY).text
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(q, i % 2 == 0)) for i, q in enumerate(questions)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and results == expected
