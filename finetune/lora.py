@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from finetune.data import ORIGINAL_FOLDERS
 from model_adapter.images import load_image
@@ -100,7 +100,8 @@ class TrainConfig(BaseModel):
     grad_accum: int = Field(4, ge=1)
     """Forward passes per optimizer step (effective batch = batch_size x grad_accum x GPUs)."""
     max_length: int = Field(2048, ge=16)
-    """Longest sequence in tokens (image tokens included); longer samples lose their tail."""
+    """Longest sequence in tokens (image tokens included); longer samples lose their tail (kept whole, with a
+    warning, where the cut would reach into the image tokens or leave no answer token)."""
     max_pixels: int = Field(1024 * 1024, ge=28 * 28)
     """Images are downscaled to at most this many pixels before the processor sees them."""
     max_grad_norm: float = Field(1.0, gt=0)
@@ -238,6 +239,9 @@ def _truncate(row: dict, max_length: int, image_token_id: int | None) -> dict:
     if image_token_id is not None and int((cut["input_ids"] == image_token_id).sum()) != int(
             (row["input_ids"] == image_token_id).sum()):
         log.warning("sample of %d tokens kept whole: --max-length %d would cut its image tokens", n, max_length)
+        return row
+    if not (cut["labels"] != IGNORE).any():  # nothing left to learn: a batch of such rows would give a NaN loss
+        log.warning("sample of %d tokens kept whole: --max-length %d would cut every answer token", n, max_length)
         return row
     return {**row, **cut}
 
@@ -611,7 +615,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k != "command"}
-    summary = train(TrainConfig(**values)).summary
+    try:
+        cfg = TrainConfig(**values)
+    except ValidationError as exc:  # name the flag, not the field
+        problems = [f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()]
+        raise SystemExit("python -m finetune.lora train: " + "; ".join(problems)) from None
+    summary = train(cfg).summary
     summary.pop("history")
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=1))
