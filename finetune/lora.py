@@ -466,6 +466,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
     resume = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume) if cfg.resume else None
+    if resume is None and cfg.resume is None and latest_checkpoint(out) is not None:
+        raise ValueError(f"{out} already holds checkpoints of another run: pass --resume latest, or a new --out")
     if resume is not None:
         accelerator.load_state(str(resume), **({"load_module_strict": False} if _is_deepspeed(accelerator) else {"strict": False}))
         state = json.loads((resume / STATE_FILE).read_text(encoding="utf-8"))

@@ -222,6 +222,14 @@ def test_qlora_trains_on_cpu_with_bitsandbytes(tiny_glm4v_dir, tmp_path):
     quantized = [n for n, m in result.model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantized and not any("visual" in n for n in quantized)  # the vision tower stays unquantized
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    merged = lora.export(str(tiny_glm4v_dir), tmp_path / "out", tmp_path / "merged")  # into the unquantized base
+    assert list(merged.glob("*.safetensors"))
+
+
+def test_a_fresh_run_refuses_an_out_dir_with_checkpoints(tiny_glm4v_dir, tmp_path):
+    lora.train(config(tiny_glm4v_dir, tmp_path, max_steps=1))
+    with pytest.raises(ValueError, match="--resume latest"):
+        lora.train(config(tiny_glm4v_dir, tmp_path, max_steps=1))
 
 
 def test_script_trains_and_exports_end_to_end(tiny_qwen2_5_vl_dir, tmp_path):
