@@ -1,0 +1,286 @@
+"""Stages 2-4 of RemoteGLM-mini training: frozen vision features, decoder training, export.
+
+Boundary: gets the image cache and the trained `VisionEncoder` from `finetune.mini`, the conversation JSONL from
+`finetune.data`; writes the HF model directory (safetensors + config + processor) via `finetune.mini_card`.
+Conversations are tokenised segment by segment exactly as the chat template renders them (a test checks this),
+with loss on the assistant turns only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from finetune.mini_images import ImageSet
+from finetune.mini_vision import to_float
+from model_adapter.mini.vision_remoteglm_mini import dihedral_views
+
+ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+
+
+# --- features -------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_views(encoder, images: torch.Tensor, batch: int = 64) -> dict[str, torch.Tensor]:
+    """uint8 (N,S,S,3) -> global (N,C) and probs (N,K) averaged over the 8 dihedral views, grid (N,8,G*G,C) fp16."""
+    encoder.eval()
+    out = {"global": [], "probs": [], "grid": []}
+    for i in range(0, len(images), batch):
+        x = to_float(images[i : i + batch])
+        views = dihedral_views(x)  # (8, B, 3, S, S)
+        n, b = views.shape[:2]
+        pooled, grid, logits = encoder.forward_view(views.flatten(0, 1))
+        out["global"].append(pooled.view(n, b, -1).mean(0))
+        out["probs"].append(encoder.scene_probs(logits).view(n, b, -1).mean(0))
+        out["grid"].append(grid.view(n, b, *grid.shape[1:]).transpose(0, 1).half())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def stage_features(sets: dict[str, ImageSet], encoder, path: Path) -> dict:
+    """Features of every train/val image, keyed by "dataset/stem" -> row; cached in `path`."""
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    keys, chunks = [], []
+    for name, s in sets.items():
+        idx = torch.tensor([i for i, sp in enumerate(s.splits) if sp in ("train", "val")], dtype=torch.long)
+        if len(idx) == 0:
+            continue
+        keys += [f"{name}/{s.stems[i]}" for i in idx.tolist()]
+        chunks.append(encode_views(encoder, s.images[idx]))
+    feats = {k: torch.cat([c[k] for c in chunks]) for k in ("global", "probs", "grid")}
+    feats["index"] = {k: i for i, k in enumerate(keys)}
+    torch.save(feats, path)
+    return feats
+
+
+# --- conversations -> token ids --------------------------------------------------------------------------------
+def encode_conversation(tokenizer, messages: list[dict], num_image_tokens: int, with_image: bool = True
+                        ) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 outside assistant turns) of a conversation, the image in the first user turn.
+
+    Equal to tokenising the chat template's rendering (`<|user|><|image|>*N question<|assistant|>answer<|end|>...`).
+    """
+    ids, labels = [], []
+    image_id = tokenizer.convert_tokens_to_ids("<|image|>")
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
+    image_done = not with_image
+    for m in messages:
+        role_id = tokenizer.convert_tokens_to_ids(ROLE_TOKENS[m["role"]])
+        text = tokenizer.encode(m["content"], add_special_tokens=False)
+        if m["role"] == "assistant":
+            ids += [role_id] + text + [end_id]
+            labels += [-100] + text + [end_id]
+            continue
+        seg = [role_id]
+        if m["role"] == "user" and not image_done:
+            seg += [image_id] * num_image_tokens
+            image_done = True
+        seg += text
+        ids += seg
+        labels += [-100] * len(seg)
+    return ids, labels
+
+
+def image_key(row: dict) -> str:
+    return f"{row['dataset']}/{Path(row['image']).stem}"
+
+
+class ConversationSet:
+    """Tokenised conversations with their feature rows; `batch(idx)` pads on the right for training."""
+
+    def __init__(self, rows: list[dict], tokenizer, feats: dict, num_image_tokens: int, max_len: int = 160):
+        self.items = []
+        for r in rows:
+            key = image_key(r)
+            if key not in feats["index"]:
+                continue
+            ids, labels = encode_conversation(tokenizer, r["messages"], num_image_tokens)
+            if len(ids) > max_len:
+                continue
+            self.items.append((torch.tensor(ids), torch.tensor(labels), feats["index"][key], r["dataset"]))
+        self.pad_id = tokenizer.pad_token_id
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        items = [self.items[i] for i in idx]
+        width = max(len(it[0]) for it in items)
+        ids = torch.full((len(items), width), self.pad_id)
+        labels = torch.full((len(items), width), -100)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for j, (t, lab, _, _) in enumerate(items):
+            ids[j, : len(t)], labels[j, : len(t)], mask[j, : len(t)] = t, lab, 1
+        return ids, labels, mask, torch.tensor([it[2] for it in items])
+
+
+def decoder_loss(model, feats: dict, ids, labels, mask, rows, views) -> tuple[torch.Tensor, int, int]:
+    """Next-token loss on labelled positions; LM head only where there is a label. Returns loss, correct, count."""
+    grid = feats["grid"][rows, views].float()  # (B, G*G, C)
+    image_embeds = model.model.projector(feats["global"][rows], feats["probs"][rows], grid)
+    out, _ = model.model(input_ids=ids, attention_mask=mask, image_embeds=image_embeds, use_cache=False)
+    hidden = out.last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    sel = target != -100
+    logits = model.lm_head(hidden[sel])
+    loss = F.cross_entropy(logits.float(), target[sel])
+    correct = int((logits.argmax(-1) == target[sel]).sum())
+    return loss, correct, int(sel.sum())
+
+
+# --- stage driver ----------------------------------------------------------------------------------------------
+def build_model(cfg, tokenizer, encoder):
+    """Fresh RemoteGLM-mini with the trained vision encoder copied in."""
+    from transformers import LlamaConfig
+
+    from finetune.mini import SCENE_HEADS
+    from finetune.mini_images import DATASET_CLASSES
+    from model_adapter.mini import RemoteGLMMiniConfig, RemoteGLMMiniForConditionalGeneration
+
+    d = cfg.decoder
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=d.hidden_size, num_hidden_layers=d.layers,
+        num_attention_heads=d.heads, num_key_value_heads=d.heads, intermediate_size=d.intermediate_size,
+        max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    config = RemoteGLMMiniConfig(
+        text_config=text, vision_widths=list(cfg.widths), vision_depths=list(cfg.depths), vision_grid=4,
+        image_size=cfg.image_size, vision_tta=True, scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image|>"), tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(cfg.seed)
+    model = RemoteGLMMiniForConditionalGeneration(config)
+    model.model.vision.load_state_dict(encoder.state_dict())
+    return model
+
+
+def load_conversations(cfg) -> dict[str, list[dict]]:
+    """The conversation JSONL of `finetune.data` (built into work/data on first use)."""
+    from finetune.data import BuildConfig, build, read_jsonl
+
+    data_dir = cfg.work / "data"
+    if not (data_dir / "train.jsonl").exists():
+        build(BuildConfig(data_root=cfg.data_root, out=data_dir, seed=cfg.seed))
+    return {s: read_jsonl(data_dir / f"{s}.jsonl") for s in ("train", "val")}
+
+
+def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: dict) -> Path:
+    from finetune.mini_card import write_card_and_curve
+    from finetune.mini_tokenizer import conversation_texts, train_tokenizer, wrap_tokenizer
+    from model_adapter.mini import RemoteGLMMiniImageProcessor, RemoteGLMMiniProcessor
+
+    secs = history.setdefault("seconds", {})
+    t0 = time.time()
+    feats = stage_features(sets, encoder, cfg.work / "features.pt")
+    secs.setdefault("features", time.time() - t0)
+    conv = load_conversations(cfg)
+    tok_dir = cfg.work / "tokenizer"
+    if (tok_dir / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        tokenizer = wrap_tokenizer(Tokenizer.from_file(str(tok_dir / "tokenizer.json")))
+    else:
+        tokenizer = train_tokenizer(conversation_texts(conv["train"]), cfg.decoder.vocab_size)
+        tokenizer.save_pretrained(tok_dir)
+    model = build_model(cfg, tokenizer, encoder)
+    n_img = model.config.num_image_tokens
+    train = ConversationSet(conv["train"], tokenizer, feats, n_img)
+    val_rows = [r for r in conv["val"] if image_key(r) in feats["index"]]
+    g = torch.Generator().manual_seed(cfg.seed)
+    val_pick = torch.randperm(len(val_rows), generator=g)[: cfg.decoder.val_samples].tolist()
+    val = ConversationSet([val_rows[i] for i in val_pick], tokenizer, feats, n_img)
+    train_decoder(cfg, model, train, val, feats, history)
+    model.eval()
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.update(do_sample=False, max_new_tokens=96, eos_token_id=tokenizer.eos_token_id,
+                                   pad_token_id=tokenizer.pad_token_id, repetition_penalty=1.0)
+    model.save_pretrained(out)
+    processor = RemoteGLMMiniProcessor(RemoteGLMMiniImageProcessor(), tokenizer, num_image_tokens=n_img)
+    processor.save_pretrained(out)
+    (out / "training_history.json").write_text(json.dumps(history, indent=1))
+    write_card_and_curve(out, cfg, history)
+    return out
+
+
+def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feats: dict, history: dict) -> None:
+    """Train projector + decoder (vision frozen) for cfg.decoder.steps steps; resumable from work/decoder.pt."""
+    d = cfg.decoder
+    for p in model.model.vision.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=d.lr, weight_decay=d.weight_decay, betas=(0.9, 0.98))
+    ckpt_path = cfg.work / "decoder.pt"
+    start = 0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start = ckpt["step"]
+        history["decoder"] = ckpt["history"]
+        history["seconds"] = ckpt["seconds"]
+    secs = history.setdefault("seconds", {})
+    weights = torch.tensor([d.ucm_weight if it[3] == "ucm" else 1.0 for it in train.items])
+    warm = min(200, d.steps // 10 + 1)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return d.lr * (step + 1) / warm
+        return d.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, d.steps - warm))))
+
+    bar = tqdm(total=d.steps, initial=start, desc="decoder", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
+    model.train()
+    model.model.vision.eval()
+    t_prev, run_loss, run_n = time.time(), 0.0, 0
+    for step in range(start, d.steps):
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + step)
+        idx = torch.multinomial(weights, d.batch_size, replacement=True, generator=gen).tolist()
+        ids, labels, mask, rows = train.batch(idx)
+        views = torch.randint(0, 8, (len(idx),), generator=gen)
+        for gparam in opt.param_groups:
+            gparam["lr"] = lr_at(step)
+        loss, _, _ = decoder_loss(model, feats, ids, labels, mask, rows, views)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        run_loss, run_n = run_loss + loss.item(), run_n + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if (step + 1) % d.val_every == 0 or step + 1 == d.steps:
+            stats = {"step": step + 1, "train_loss": run_loss / run_n, **validate(model, val, feats, d.batch_size)}
+            run_loss, run_n = 0.0, 0
+            history.setdefault("decoder", []).append(stats)
+            secs["decoder"] = secs.get("decoder", 0.0) + time.time() - t_prev
+            t_prev = time.time()
+            bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}))
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
+                        "history": history["decoder"], "seconds": secs}, tmp)
+            tmp.replace(ckpt_path)
+            model.train()
+            model.model.vision.eval()
+    bar.close()
+
+
+@torch.no_grad()
+def validate(model, val: ConversationSet, feats: dict, batch: int) -> dict:
+    """Mean loss and next-token accuracy on the assistant tokens of the fixed validation subset (view 0)."""
+    model.eval()
+    total, correct, count = 0.0, 0, 0
+    for i in range(0, len(val), batch):
+        idx = list(range(i, min(i + batch, len(val))))
+        ids, labels, mask, rows = val.batch(idx)
+        loss, c, n = decoder_loss(model, feats, ids, labels, mask, rows, torch.zeros(len(idx), dtype=torch.long))
+        total, correct, count = total + loss.item() * n, correct + c, count + n
+    return {"val_loss": total / max(count, 1), "val_token_acc": correct / max(count, 1)}

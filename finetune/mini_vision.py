@@ -1,0 +1,219 @@
+"""Stage 1 of RemoteGLM-mini training: the ResNet vision encoder + scene heads, on UCM + RSICD training images.
+
+Boundary: tensors in, a trained `VisionEncoder` out; knows nothing about text. Augmentation runs batch-wise as one
+affine `grid_sample` (random dihedral view, scale and shift) on the uint8 cache from `finetune.mini_images`.
+Called by `finetune.mini`; standalone sweep: `python -m finetune.mini_vision --cache runs/mini-cache.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from finetune.mini_images import ImageSet
+
+MEAN = torch.tensor([0.40, 0.42, 0.38]).view(1, 3, 1, 1)
+STD = torch.tensor([0.20, 0.19, 0.19]).view(1, 3, 1, 1)
+# Dihedral group as 2x2 matrices acting on (x, y): 4 rotations, then the same composed with a mirror.
+_ROT = [torch.tensor([[1.0, 0], [0, 1]]), torch.tensor([[0.0, -1], [1, 0]]), torch.tensor([[-1.0, 0], [0, -1]]),
+        torch.tensor([[0.0, 1], [-1, 0]])]  # fmt: skip
+DIHEDRAL = torch.stack(_ROT + [r @ torch.tensor([[-1.0, 0], [0, 1]]) for r in _ROT])  # (8, 2, 2)
+
+
+@dataclass
+class VisionTrainConfig:
+    """Stage-1 hyper-parameters."""
+
+    epochs: int = 30
+    """Passes over the (UCM-oversampled) training set."""
+    batch_size: int = 64
+    lr: float = 2e-3
+    """Peak AdamW learning rate (cosine decay, 1 epoch warm-up)."""
+    weight_decay: float = 0.05
+    train_size: int = 112
+    """Side of the random crops fed to the network during training; evaluation uses the full cached image."""
+    min_scale: float = 0.6
+    """Smallest crop side as a fraction of the image side."""
+    ucm_repeat: int = 2
+    """UCM training images appear this many times per epoch (UCM is the target, RSICD the helper)."""
+    use_rsicd: bool = True
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B,S,S,3) -> normalised float (B,3,S,S)."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - MEAN.to(x.device)) / STD.to(x.device)
+
+
+def augment(images: torch.Tensor, out_size: int, min_scale: float, gen: torch.Generator) -> torch.Tensor:
+    """Random dihedral view + random square crop (scale in [min_scale, 1], random position), resized to out_size."""
+    x = to_float(images)
+    b = x.shape[0]
+    d = DIHEDRAL[torch.randint(0, 8, (b,), generator=gen)]  # (B, 2, 2)
+    scale = min_scale + (1 - min_scale) * torch.rand(b, generator=gen)
+    shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * (1 - scale)[:, None]
+    theta = torch.cat([d * scale[:, None, None], shift[:, :, None]], dim=2).to(x.device)  # (B, 2, 3)
+    grid = F.affine_grid(theta, (b, 3, out_size, out_size), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def head_slices(heads: dict[str, int]) -> dict[str, slice]:
+    out, start = {}, 0
+    for name, n in heads.items():
+        out[name] = slice(start, start + n)
+        start += n
+    return out
+
+
+def scene_loss(logits: torch.Tensor, labels: torch.Tensor, head_idx: torch.Tensor, slices: list[slice],
+               smoothing: float) -> torch.Tensor:
+    """Cross-entropy of each sample within its own dataset's head; labels -1 are ignored."""
+    total, count = logits.new_zeros(()), 0
+    for h, sl in enumerate(slices):
+        sel = (head_idx == h) & (labels >= 0)
+        if sel.any():
+            total = total + F.cross_entropy(logits[sel][:, sl], labels[sel], label_smoothing=smoothing,
+                                            reduction="sum")
+            count += int(sel.sum())
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_accuracy(encoder, images: torch.Tensor, labels: torch.Tensor, sl: slice, tta: bool,
+                      device: str = "cpu", batch: int = 128) -> float:
+    """Top-1 accuracy of one head on labelled images (full cached resolution, optional 8-view averaging)."""
+    was = encoder.training
+    encoder.eval()
+    correct = 0
+    keep = labels >= 0
+    images, labels = images[keep], labels[keep]
+    for i in range(0, len(images), batch):
+        x = to_float(images[i : i + batch].to(device))
+        logits = encoder(x, tta=tta)["logits"][:, sl]
+        correct += int((logits.argmax(-1).cpu() == labels[i : i + batch]).sum())
+    encoder.train(was)
+    return correct / max(len(images), 1)
+
+
+def train_vision(encoder, sets: dict[str, ImageSet], heads: dict[str, int], cfg: VisionTrainConfig,
+                 device: str = "cpu", on_epoch=None, start_epoch: int = 0, optimizer_state=None,
+                 progress=None) -> torch.optim.Optimizer:
+    """Train `encoder` in place. `on_epoch(epoch, stats, optimizer)` is called after each epoch (validation,
+    checkpoints); `progress` is an optional tqdm-like object updated once per step."""
+    names = [n for n in heads if n in sets and (n == "ucm" or cfg.use_rsicd)]
+    slices = head_slices(heads)
+    pools_img, pools_lab, pools_head = [], [], []
+    for h, name in enumerate(heads):
+        if name not in names:
+            continue
+        idx = sets[name].index("train")
+        idx = idx[sets[name].labels[idx] >= 0]
+        reps = cfg.ucm_repeat if name == "ucm" else 1
+        pools_img += [sets[name].images[idx]] * reps
+        pools_lab += [sets[name].labels[idx]] * reps
+        pools_head += [torch.full((len(idx),), h)] * reps
+    images, labels, head_idx = torch.cat(pools_img), torch.cat(pools_lab), torch.cat(pools_head)
+    images = images.to(device)
+    n = len(images)
+    steps_per_epoch = n // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    warm = steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return cfg.lr * (step + 1) / warm
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    sl_list = [slices[k] for k in heads]
+    encoder.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+        for s in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + s
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            b = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            x = augment(images[b], cfg.train_size, cfg.min_scale, gen)
+            y, hi = labels[b].to(device), head_idx[b].to(device)
+            logits = encoder(x, tta=False)["logits"]
+            loss = scene_loss(logits, y, hi, sl_list, cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(b)
+            with torch.no_grad():
+                for h, sl in enumerate(sl_list):
+                    sel = hi == h
+                    correct += int((logits[sel][:, sl].argmax(-1) == y[sel]).sum())
+            seen += len(b)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(stage="vision", epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", refresh=False)
+        stats = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                 "seconds": time.time() - t0}
+        if on_epoch is not None:
+            on_epoch(epoch, stats, opt)
+    return opt
+
+
+def main() -> None:
+    """Sweep entry point: train one configuration and print UCM val/test accuracy as JSON lines."""
+    from types import SimpleNamespace
+
+    from model_adapter.mini.vision_remoteglm_mini import VisionEncoder
+    from finetune.mini_images import DATASET_CLASSES
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--widths", default="32,64,128,256")
+    ap.add_argument("--depths", default="1,1,1,1")
+    ap.add_argument("--tag", default="run")
+    for f, v in asdict(VisionTrainConfig()).items():
+        ap.add_argument(f"--{f.replace('_', '-')}", type=type(v) if not isinstance(v, bool) else int, default=v)
+    args = ap.parse_args()
+    cfg = VisionTrainConfig(**{f: (bool(getattr(args, f)) if isinstance(v, bool) else getattr(args, f))
+                               for f, v in asdict(VisionTrainConfig()).items()})
+    torch.manual_seed(cfg.seed)
+    blob = torch.load(args.cache, weights_only=False)
+    sets = {k: ImageSet(**v) for k, v in blob["sets"].items()}
+    heads = {"ucm": len(DATASET_CLASSES["ucm"]), "rsicd": len(DATASET_CLASSES["rsicd"])}
+    mc = SimpleNamespace(vision_grid=4, vision_widths=[int(w) for w in args.widths.split(",")],
+                             vision_depths=[int(d) for d in args.depths.split(",")],
+                             scene_heads={k: DATASET_CLASSES[k] for k in heads})
+    enc = VisionEncoder(mc).to(args.device)
+    for m in enc.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    ucm = sets["ucm"]
+    sl = head_slices(heads)["ucm"]
+    t_start = time.time()
+
+    def on_epoch(epoch, stats, opt):
+        if (epoch + 1) % 5 == 0 or epoch + 1 == cfg.epochs:
+            for split in ("val", "test"):
+                idx = ucm.index(split)
+                stats[f"{split}_acc"] = evaluate_accuracy(enc, ucm.images[idx], ucm.labels[idx], sl, False, args.device)
+                stats[f"{split}_acc_tta"] = evaluate_accuracy(enc, ucm.images[idx], ucm.labels[idx], sl, True, args.device)
+        stats["elapsed"] = time.time() - t_start
+        print(json.dumps({"tag": args.tag, **stats}), flush=True)
+
+    train_vision(enc, sets, heads, cfg, args.device, on_epoch)
+
+
+if __name__ == "__main__":
+    main()

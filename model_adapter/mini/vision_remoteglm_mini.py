@@ -1,0 +1,105 @@
+"""Vision side of RemoteGLM-mini: a small ResNet, pooled / grid features and the auxiliary scene classifier.
+
+Pure torch (no transformers import) so the stage-1 trainer can use it anywhere. Shapes: input (B, 3, S, S)
+normalised RGB; outputs global (B, C), grid (B, G*G, C), scene logits (B, K) with K = sum of the head sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def dihedral_views(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (8, B, C, H, W): the 4 rotations of x and of its horizontal mirror; view 0 is x."""
+    flipped = x.flip(-1)
+    views = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    views += [torch.rot90(flipped, k, dims=(-2, -1)) for k in range(4)]
+    return torch.stack(views)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs) with a projection shortcut when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class MiniResNet(nn.Module):
+    """Stride-4 stem then one stage per width (stride 2 from the second on): (B,3,S,S) -> (B, C, S/32, S/32)."""
+
+    def __init__(self, widths: list[int], depths: list[int]):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, 2, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        blocks: list[nn.Module] = []
+        cin = widths[0]
+        for i, (w, d) in enumerate(zip(widths, depths)):
+            for j in range(d):
+                blocks.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1))
+                cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
+
+
+class VisionEncoder(nn.Module):
+    """ResNet + scene classifier. Returns raw features; projection into the decoder lives in `VisualProjector`."""
+
+    def __init__(self, config):
+        """`config`: any object with vision_widths, vision_depths, vision_grid, scene_heads."""
+        super().__init__()
+        self.grid = config.vision_grid
+        self.backbone = MiniResNet(list(config.vision_widths), list(config.vision_depths))
+        self.head_sizes = [len(v) for v in (config.scene_heads or {}).values()] or [1]
+        self.dropout = nn.Dropout(0.2)
+        self.scene_head = nn.Linear(self.backbone.out_channels, sum(self.head_sizes))
+
+    def scene_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax within each head: (B, K) logits -> (B, K) probabilities, each head summing to 1."""
+        return torch.cat([p.softmax(-1) for p in logits.split(self.head_sizes, dim=-1)], dim=-1)
+
+    def forward_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One view: (B,3,S,S) -> global (B,C), grid (B,G*G,C), scene logits (B,K)."""
+        fmap = self.backbone(x)  # (B, C, h, w)
+        pooled = fmap.mean((2, 3))
+        grid = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)
+        return pooled, grid, self.scene_head(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor, tta: bool) -> dict[str, torch.Tensor]:
+        """Features for the decoder: global (B,C), probs (B,K), grid (B,G*G,C), logits (B,K)."""
+        if not tta:
+            pooled, grid, logits = self.forward_view(x)
+            return {"global": pooled, "probs": self.scene_probs(logits), "grid": grid, "logits": logits}
+        views = dihedral_views(x)  # (8, B, 3, S, S)
+        n, b = views.shape[:2]
+        pooled, grid, logits = self.forward_view(views.flatten(0, 1))
+        probs = self.scene_probs(logits).view(n, b, -1).mean(0)
+        return {
+            "global": pooled.view(n, b, -1).mean(0),
+            "probs": probs,
+            "grid": grid.view(n, b, *grid.shape[1:])[0],
+            "logits": logits.view(n, b, -1).mean(0),
+        }
+
+
+__all__ = ["BasicBlock", "MiniResNet", "VisionEncoder", "dihedral_views"]
