@@ -41,6 +41,8 @@ EMPTY_INPUT = {"text": "", "files": []}
 # memory and time, so answers are queued one at a time (other tabs' sidebar/open/rename stay instant).
 GENERATION_CONCURRENCY = 1
 STOP_SETTLE_S = 5.0
+# Long conversation titles wrap; without this the sidebar's radio circles shrink to nothing next to them.
+CSS = "#conversations input[type=radio] { flex-shrink: 0; }"
 
 
 class UploadError(ValueError):
@@ -434,4 +436,5 @@ def launch_options(settings: Settings) -> dict[str, Any]:
         "allowed_paths": [str(settings.resolved_image_dir), str(EXAMPLES_DIR)],
         "show_error": False,
         "quiet": True,
+        "css": CSS,
     }
