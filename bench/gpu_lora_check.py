@@ -111,7 +111,8 @@ def write_samples(path: Path, n: int) -> Path:
         if i % 4 == 3:
             messages += [{"role": "user", "content": "这张遥感图像展现了什么场景？"},
                          {"role": "assistant", "content": files[image["filename"].split(".")[0]].split("_")[0]}]
-        rows.append({"id": f"bench-{i}", "image": f"ucm/{files[image['filename'].split('.')[0]]}", "messages": messages})
+        rows.append({"id": f"bench-{i}", "image": f"ucm/{files[image['filename'].split('.')[0]]}",
+                     "messages": messages})
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -134,8 +135,8 @@ def run_one(name: str, base: Path, data: Path, out: Path, qlora: bool, steps: in
     row = {
         "run": name, "qlora": qlora, "steps": result.summary["steps"], "batch_size": batch_size,
         "samples_per_s": round(steady, 2), "samples_per_s_overall": round(result.summary["samples_per_s"], 2),
-        "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
-        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if torch.cuda.is_available() else None,
+        "peak_allocated_gib": _gib(torch.cuda.max_memory_allocated) if torch.cuda.is_available() else None,
+        "peak_reserved_gib": _gib(torch.cuda.max_memory_reserved) if torch.cuda.is_available() else None,
         "trainable_params": result.summary["trainable_params"], "lora_modules": result.summary["lora_modules"],
         "loss_first": round(history[0]["loss"], 4), "loss_last": round(last["loss"], 4), "wall_s": round(wall, 1),
     }
@@ -144,15 +145,23 @@ def run_one(name: str, base: Path, data: Path, out: Path, qlora: bool, steps: in
     return row
 
 
+def _gib(counter) -> float:
+    return round(counter() / 2**30, 2)
+
+
 def table(rows: list[dict], meta: dict) -> str:
     lines = [f"GPU LoRA check on {meta['device']} (torch {meta['torch']}, transformers {meta['transformers']}, "
-             f"peft {meta['peft']}, bitsandbytes {meta['bitsandbytes']}); small model {meta['small_params'] / 1e9:.2f} B "
-             "params, random weights, bf16, gradient checkpointing, LoRA r16 on all language-model linear layers.", "",
-             "| run | steps | batch | samples/s | peak alloc GiB | peak reserved GiB | trainable | loss first -> last |",
+             f"peft {meta['peft']}, bitsandbytes {meta['bitsandbytes']}); small model "
+             f"{meta['small_params'] / 1e9:.2f} B params, random weights, bf16, gradient checkpointing, LoRA r16 on "
+             "all language-model linear layers.", "",
+             "| run | steps | batch | samples/s | peak alloc GiB | peak reserved GiB | trainable "
+             "| loss first -> last |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['steps']} | {r['batch_size']} | {r['samples_per_s']} | {r['peak_allocated_gib']} "
-                     f"| {r['peak_reserved_gib']} | {r['trainable_params'] / 1e6:.2f} M | {r['loss_first']} -> {r['loss_last']} |")
+        cells = [r["run"], r["steps"], r["batch_size"], r["samples_per_s"], r["peak_allocated_gib"],
+                 r["peak_reserved_gib"], f"{r['trainable_params'] / 1e6:.2f} M",
+                 f"{r['loss_first']} -> {r['loss_last']}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines + [""] + [f"- {n}" for n in meta["notes"]]) + "\n"
 
 

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -135,7 +134,10 @@ class TrainConfig(BaseModel):
 def read_samples(path: Path, data_root: Path) -> list[dict]:
     """Conversation samples from a JSONL / JSON file; original {"img","prompt","label"} rows are converted."""
     text = Path(path).read_text(encoding="utf-8")
-    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = [json.loads(x) for x in text.splitlines() if x.strip()]
     samples = [row if "messages" in row else original_to_sample(row, Path(data_root)) for row in rows]
     for s in samples:
         roles = [m["role"] for m in s["messages"] if m["role"] != "system"]
@@ -253,7 +255,8 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     for key, pad in TOKEN_KEYS.items():
         if key in rows[0]:
             value = pad_id if pad is None else pad
-            batch[key] = torch.stack([torch.cat([r[key], r[key].new_full((length - len(r[key]),), value)]) for r in rows])
+            batch[key] = torch.stack(
+                [torch.cat([r[key], r[key].new_full((length - len(r[key]),), value)]) for r in rows])
     for key in {k for r in rows for k in r if k not in TOKEN_KEYS}:
         batch[key] = torch.cat([r[key] for r in rows if key in r])
     return batch
@@ -275,14 +278,17 @@ class ConversationDataset(torch.utils.data.Dataset):
 
     def shuffle_for_epoch(self, epoch: int) -> None:
         if self.shuffle:
-            self.order = torch.randperm(len(self.samples), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self.order = torch.randperm(len(self.samples), generator=generator).tolist()
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
         sample = self.samples[self.order[i]]
-        images = [load_image(image_path(sample["image"], self.data_root), self.max_pixels)] if sample.get("image") else []
+        images = []
+        if sample.get("image"):
+            images.append(load_image(image_path(sample["image"], self.data_root), self.max_pixels))
         return encode(self.processor, sample["messages"], images, self.stop_ids, self.max_length)
 
 
@@ -354,7 +360,7 @@ def lora_module_names(model: torch.nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if hasattr(module, "lora_A") and len(module.lora_A)]
 
 
-# --- checkpoints -------------------------------------------------------------------------------------------------------
+# --- checkpoints ------------------------------------------------------------------------------------------------------
 def _keep_trainable_weights(model_ids: set[int], models: list, weights: list, output_dir: str) -> None:
     """accelerate save hook: store only the trainable (LoRA) tensors, not a copy of the frozen base."""
     for i, model in enumerate(models):
@@ -392,7 +398,7 @@ def _is_deepspeed(accelerator) -> bool:
     return accelerator.distributed_type.name == "DEEPSPEED"
 
 
-# --- training -----------------------------------------------------------------------------------------------------------
+# --- training ---------------------------------------------------------------------------------------------------------
 def model_inputs(batch: dict, wanted: tuple[str, ...] | None) -> dict:
     return {k: v for k, v in batch.items() if wanted is None or k in wanted or k == "labels"}
 
@@ -451,7 +457,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                      collate_fn=partial(collate, pad_id=pad_id), generator=torch.Generator().manual_seed(cfg.seed))
     train_ds = make_ds(read_samples(cfg.data, cfg.data_root))
     train_dl = loader(train_ds)
-    val_dl = loader(make_ds(read_samples(cfg.val, cfg.data_root)[: cfg.val_max_samples], shuffle=False)) if cfg.val else None
+    val_dl = None
+    if cfg.val:
+        val_dl = loader(make_ds(read_samples(cfg.val, cfg.data_root)[: cfg.val_max_samples], shuffle=False))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if _is_deepspeed(accelerator):  # no "auto" batch size to infer from when dataloaders are prepared separately
@@ -469,7 +477,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     if resume is None and cfg.resume is None and latest_checkpoint(out) is not None:
         raise ValueError(f"{out} already holds checkpoints of another run: pass --resume latest, or a new --out")
     if resume is not None:
-        accelerator.load_state(str(resume), **({"load_module_strict": False} if _is_deepspeed(accelerator) else {"strict": False}))
+        # the checkpoint holds the LoRA weights only: the frozen base is not expected in it
+        not_strict = {"load_module_strict": False} if _is_deepspeed(accelerator) else {"strict": False}
+        accelerator.load_state(str(resume), **not_strict)
         state = json.loads((resume / STATE_FILE).read_text(encoding="utf-8"))
         accelerator.print(f"resumed from {resume} at step {state['step']}")
     metrics = out / "metrics.jsonl"
@@ -564,7 +574,7 @@ def plot_losses(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-# --- export -------------------------------------------------------------------------------------------------------------
+# --- export -----------------------------------------------------------------------------------------------------------
 def export(base: str, adapter: Path, out: Path, dtype: str = "auto", trust_remote_code: bool = False) -> Path:
     """Merge the adapter into the (unquantized) base with `merge_and_unload`; save a plain model dir + processor."""
     from peft import PeftModel
@@ -578,7 +588,7 @@ def export(base: str, adapter: Path, out: Path, dtype: str = "auto", trust_remot
     return Path(out)
 
 
-# --- CLI ----------------------------------------------------------------------------------------------------------------
+# --- CLI --------------------------------------------------------------------------------------------------------------
 def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
     """One flag per config field, help text from the field's docstring."""
     for name, field in model.model_fields.items():

@@ -32,7 +32,8 @@ SAMPLES = [
         {"role": "user", "content": "这张遥感图像展现了什么场景？"}, {"role": "assistant", "content": "储罐"},
         {"role": "user", "content": "图中有多少个储罐？"}, {"role": "assistant", "content": "四"}]},
     {"id": "d", "image": "ucm/forest_796.jpg", "messages": [
-        {"role": "user", "content": "Describe the image."}, {"role": "assistant", "content": "This is a dense forest ."}]},
+        {"role": "user", "content": "Describe the image."},
+        {"role": "assistant", "content": "This is a dense forest ."}]},
 ]
 
 
@@ -218,7 +219,8 @@ def test_qlora_trains_on_cpu_with_bitsandbytes(tiny_glm4v_dir, tmp_path):
     import bitsandbytes as bnb
 
     result = lora.train(config(tiny_glm4v_dir, tmp_path, qlora=True, max_steps=2, lr=1e-3))
-    assert result.summary["finished"] and all(torch.isfinite(torch.tensor(r["loss"])) for r in result.summary["history"])
+    assert result.summary["finished"]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.summary["history"])
     quantized = [n for n, m in result.model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantized and not any("visual" in n for n in quantized)  # the vision tower stays unquantized
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
@@ -277,7 +279,8 @@ def test_two_process_ddp_run_checkpoints_every_rank(tiny_glm4v_dir, tmp_path):
             "--grad-accum", "2", "--num-workers", "0", "--log-every", "1", "--no-gradient-checkpointing"]
     first = subprocess.run(args + ["--stop-after", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run(args + ["--resume", "latest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(args + ["--resume", "latest"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count('"finished": true') == 1  # one summary, from rank 0
     step2 = out / "checkpoints" / "step-0000002"
