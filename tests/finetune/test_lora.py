@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -273,7 +274,10 @@ def test_two_process_ddp_run_checkpoints_every_rank(tiny_glm4v_dir, tmp_path):
     train = write_jsonl(SAMPLES * 2, tmp_path / "train.jsonl")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "true"}
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    with socket.socket() as s:  # a free port: other test runs may share this machine
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
             "-m", "finetune.lora", "train", "--base", str(tiny_glm4v_dir), "--data", str(train), "--data-root",
             str(FIXTURES), "--out", str(out), "--max-steps", "4", "--save-every", "2", "--batch-size", "1",
             "--grad-accum", "2", "--num-workers", "0", "--log-every", "1", "--no-gradient-checkpointing"]
