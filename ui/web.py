@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 EXAMPLES_DIR = REPO_ROOT / "examples"
 SIDEBAR_LIMIT = 100
 EMPTY_INPUT = {"text": "", "files": []}
-# NOTE: one model instance serves every browser tab; running two generations at once on one GPU only splits its
-# memory and time, so answers are queued one at a time (other tabs' sidebar/open/rename stay instant).
-GENERATION_CONCURRENCY = 1
+# How many answers are generated at once, per backend. NOTE: a local model is one instance serving every browser tab;
+# two generations at once on one GPU only split its memory and time, so answers queue one at a time (other tabs'
+# sidebar/open/rename stay instant). A remote OpenAI-compatible server (vLLM) batches requests itself.
+GENERATION_CONCURRENCY = {"hf": 1, "openai": 8}
 STOP_SETTLE_S = 5.0
 # Long conversation titles wrap; without this the sidebar's radio circles shrink to nothing next to them.
 CSS = "#conversations input[type=radio] { flex-shrink: 0; }"
@@ -317,6 +318,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
     h = ChatHandlers(service, settings)
     lang0 = DEFAULT_LANG
     temperature0, top_p0, max_new0 = h.generation_of(None)
+    concurrency = GENERATION_CONCURRENCY.get(settings.backend, 1)
 
     with gr.Blocks(title="RemoteGLM", fill_height=True) as demo:
         conversation = gr.State(None)
@@ -364,12 +366,12 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         gen_inputs = [temperature, top_p, max_new]
         submit_event = textbox.submit(
             h.submit, [textbox, conversation, editing, lang, *gen_inputs], chat_outputs, api_name="chat",
-            concurrency_limit=GENERATION_CONCURRENCY, concurrency_id="generate", show_progress="hidden",
+            concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden",
         )
         submit_event.then(lambda: "", None, notice, queue=False, api_visibility="private")
         regen_event = regen_btn.click(
             h.regenerate, [conversation, lang, *gen_inputs], chat_outputs, api_name="regenerate",
-            concurrency_limit=GENERATION_CONCURRENCY, concurrency_id="generate", show_progress="hidden",
+            concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden",
         )
         running = [submit_event, regen_event]
         stop_btn.click(h.stop, None, None, queue=False, cancels=running, api_name="stop").then(

@@ -68,13 +68,16 @@ def send(page, text: str) -> float:
 
 
 def test_upload_ask_stream_reload_reopen_continue_restart(tiny_glm4v_dir, tmp_path):
+    pytest.importorskip("playwright", reason="pip install -r requirements-dev.txt (playwright)")
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # greedy: the tiny model then always writes the full 160 tokens (sampling may stop at once), so the answer
+    # takes a few hundred milliseconds and its streaming is visible
     args = ("--model", str(tiny_glm4v_dir), "--data-dir", str(tmp_path), "--port", str(port),
-            "--max-new-tokens", "48")
+            "--max-new-tokens", "160", "--temperature", "0")
     store = ConversationStore.from_settings(Settings(data_dir=tmp_path))
     app = AppProcess(*args)
     try:
