@@ -1,7 +1,7 @@
 """RemoteGLM's front door: `python app.py` opens the web chat; subcommands start the other entry points.
 
     python app.py                         # web chat at http://127.0.0.1:7860 on the default model
-    python app.py --model /tmp/tiny       # ... on another model (tiny test model: python -m tests.tiny_models glm4v /tmp/tiny)
+    python app.py --model /tmp/tiny       # ... on another model (python -m tests.tiny_models glm4v /tmp/tiny)
     python app.py cli [--image X.jpg] [--conversation ID]    # terminal chat
     python app.py serve                   # OpenAI-compatible API server (server/)
     python app.py --help                  # every flag; each also reads REMOTEGLM_<NAME> from the environment
@@ -83,7 +83,7 @@ def load_service(settings: Settings):
     return ConversationService(backend, store, settings)
 
 
-# --- entry points ------------------------------------------------------------------------------------------------------
+# --- entry points -------------------------------------------------------------------------------------------------
 
 def web(settings: Settings, args: argparse.Namespace) -> int:
     """Web chat in the browser (Gradio)."""
@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python app.py", description="RemoteGLM: chat about remote-sensing images.",
         epilog=f"commands:\n{commands}", formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", nargs="?", default="web", choices=list(COMMANDS), help="what to start (default: web)")
+    parser.add_argument("command", nargs="?", default="web", choices=list(COMMANDS),
+                        help="what to start (default: web)")
     parser.add_argument("--conversation", help="cli: resume the stored conversation with this id")
     parser.add_argument("--image", help="cli: start with this image")
     parser.add_argument("--lang", choices=["zh", "en"], default="zh", help="cli: interface language (default zh)")

@@ -90,7 +90,7 @@ class TerminalChat:
     def ask_image(self) -> None:
         self.attach(self.input(t(self.state.lang, "cli_image")))
 
-    # --- turns ---------------------------------------------------------------------------------------------------------
+    # --- turns ----------------------------------------------------------------------------------------------------
     def resume(self, conversation_id: str) -> None:
         view = self.service.history(conversation_id)  # NotFound surfaces to the caller
         self.state.conversation_id = view.id

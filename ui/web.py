@@ -146,7 +146,7 @@ class ChatHandlers:
                 pass
         return self.new(lang)
 
-    # --- export ---------------------------------------------------------------------------------------------------------
+    # --- export ---------------------------------------------------------------------------------------------------
     def export(self, conversation_id: str | None, fmt: str, lang: str) -> dict[str, Any]:
         if not conversation_id:
             gr.Warning(t(lang, "no_conversation"))
@@ -157,7 +157,7 @@ class ChatHandlers:
         path.write_text(text, encoding="utf-8")
         return gr.update(value=str(path), visible=True)
 
-    # --- turns ------------------------------------------------------------------------------------------------------------
+    # --- turns ----------------------------------------------------------------------------------------------------
     def submit(
         self, message: dict[str, Any] | None, conversation_id: str | None, editing: bool, lang: str,
         temperature: float, top_p: float, max_new_tokens: float, request: gr.Request = None,
@@ -246,7 +246,7 @@ class ChatHandlers:
             view = self.service.history(conversation_id)
         return to_chatbot(view, lang)
 
-    # --- internals -----------------------------------------------------------------------------------------------------------
+    # --- internals ------------------------------------------------------------------------------------------------
     def _stream(self, conversation_id: str, turn: Callable[[threading.Event], Iterator[TurnEvent]], lang: str,
                 session: str) -> Iterator[list[dict[str, Any]]]:
         """Run one turn, yielding the whole history after each new piece of the answer."""
@@ -301,7 +301,7 @@ class ChatHandlers:
         return to_chatbot(view, lang) + [error_bubble(text)]
 
 
-# --- layout ---------------------------------------------------------------------------------------------------------------
+# --- layout -------------------------------------------------------------------------------------------------------
 
 def _examples(lang: str) -> list[list[dict[str, Any]]]:
     questions = EXAMPLE_QUESTIONS[lang]
