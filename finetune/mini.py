@@ -34,19 +34,19 @@ SCENE_HEADS = ("ucm", "rsicd")
 class DecoderTrainConfig:
     """Stage-3 hyper-parameters."""
 
-    steps: int = 3000
+    steps: int = 2400
     """Optimizer steps over the conversation data (sampled with `task_weights`)."""
     batch_size: int = 48
     lr: float = 2e-3
     weight_decay: float = 0.05
-    val_every: int = 300
+    val_every: int = 200
     """Validate (loss and next-token accuracy on a fixed val subset) every this many steps."""
     val_samples: int = 384
     vocab_size: int = 6000
     hidden_size: int = 256
     layers: int = 4
     heads: int = 4
-    intermediate_size: int = 768
+    intermediate_size: int = 512
     ucm_weight: float = 3.0
     """Sampling weight of UCM conversations relative to RSICD / Sydney ones (UCM is the benchmark)."""
 

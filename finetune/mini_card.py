@@ -131,7 +131,7 @@ processor = AutoProcessor.from_pretrained("checkpoints/remoteglm-mini")
 | projector | {params.get('projector', 0) / 1e6:.2f} M | global feature + scene probabilities (both averaged over the 8 dihedral views) + {model_cfg['vision_grid']}x{model_cfg['vision_grid']} grid = {2 + model_cfg['vision_grid'] ** 2} visual tokens |
 | decoder | {params.get('decoder', 0) / 1e6:.2f} M | Llama: {t['num_hidden_layers']} layers, d={t['hidden_size']}, {t['num_attention_heads']} heads, MLP {t['intermediate_size']}, RoPE, tied embeddings; byte-level BPE vocabulary of {t['vocab_size']} (one token per common Chinese character, whole English words) |
 
-Prompt format (chat template): `<|user|><|image|>问题<|assistant|>答案<|end|>`; the processor expands `<|image|>`
+Prompt format (chat template): `<|user|><image>问题<|assistant|>答案<|end|>`; the processor expands `<image>`
 into {2 + model_cfg['vision_grid'] ** 2} placeholder tokens whose embeddings are replaced by the visual tokens.
 KV cache, left-padded batches, sampling and streaming come from transformers' `generate`.
 

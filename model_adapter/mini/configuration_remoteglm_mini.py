@@ -14,7 +14,7 @@ class RemoteGLMMiniConfig(PreTrainedConfig):
     """Config for `RemoteGLMMiniForConditionalGeneration`.
 
     Visual tokens per image: 1 global feature + 1 scene-probability token + `vision_grid**2` grid tokens. The
-    processor expands each `<|image|>` placeholder into `num_image_tokens` copies of `image_token_id`.
+    processor expands each `<image>` placeholder into `num_image_tokens` copies of `image_token_id`.
     """
 
     model_type = "remoteglm_mini"

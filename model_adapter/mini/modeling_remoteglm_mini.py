@@ -1,7 +1,7 @@
 """RemoteGLM-mini model: small ResNet vision encoder -> visual tokens -> tiny Llama decoder.
 
 Boundary: this module knows tensors only (no tokenizer, no image files). Each image becomes
-`config.num_image_tokens` embeddings [global, scene-probabilities, grid_1..grid_G] that replace the `<|image|>`
+`config.num_image_tokens` embeddings [global, scene-probabilities, grid_1..grid_G] that replace the `<image>`
 placeholder embeddings in the prompt (the processor expands one placeholder into that many ids), LLaVA-style.
 The decoder is a stock `LlamaModel`, so KV caching, padding masks and `generate()` behave like any HF LLM.
 

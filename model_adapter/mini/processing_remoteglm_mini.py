@@ -1,9 +1,9 @@
 """RemoteGLM-mini image processor, processor and chat template.
 
-The processor expands each `<|image|>` in the prompt into `num_image_tokens` copies (the model replaces their
+The processor expands each `<image>` in the prompt into `num_image_tokens` copies (the model replaces their
 embeddings by the visual tokens). Prompt format, written by the chat template:
 
-    <|user|><|image|>请描述这张遥感图像。<|assistant|>答案<|end|><|user|>还有别的吗？<|assistant|>
+    <|user|><image>请描述这张遥感图像。<|assistant|>答案<|end|><|user|>还有别的吗？<|assistant|>
 
 Images are resized to 128x128 (bicubic) and normalised with the statistics the encoder was trained with.
 """
@@ -14,7 +14,8 @@ from transformers import ProcessorMixin
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import PILImageResampling
 
-IMAGE_TOKEN = "<|image|>"
+# "<image>" is the placeholder model_adapter.registry expects for this model type.
+IMAGE_TOKEN = "<image>"
 # Special tokens in id order: the tokenizer builder (finetune/mini_text.py) assigns ids 0..5 in this order.
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", IMAGE_TOKEN]
 CHAT_TEMPLATE = (
@@ -22,7 +23,7 @@ CHAT_TEMPLATE = (
     "{{- '<|' + message['role'] + '|>' -}}"
     "{%- if message['content'] is string -%}{{- message['content'] -}}"
     "{%- else -%}{%- for item in message['content'] -%}"
-    "{%- if item['type'] in ('image', 'image_url') -%}{{- '<|image|>' -}}"
+    "{%- if item['type'] in ('image', 'image_url') -%}{{- '<image>' -}}"
     "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
     "{%- if message['role'] == 'assistant' -%}{{- '<|end|>' -}}{%- endif -%}"
@@ -49,7 +50,7 @@ class RemoteGLMMiniImageProcessor(PilBackend):
 
 
 class RemoteGLMMiniProcessor(ProcessorMixin):
-    """Image processor + tokenizer; expands `<|image|>` into `num_image_tokens` placeholder tokens."""
+    """Image processor + tokenizer; expands `<image>` into `num_image_tokens` placeholder tokens."""
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, num_image_tokens: int = 18,
                  **kwargs):
