@@ -1,0 +1,85 @@
+"""The shipped RemoteGLM-mini (checkpoints/remoteglm-mini) really sees: fixture images it never trained on
+(UCM test split) get the right scene words, in Chinese and English, and a follow-up turn is answered.
+Through the Auto classes and through `model_adapter`. Skipped while the checkpoint is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "checkpoints" / "remoteglm-mini"
+FIXTURES = ROOT / "tests" / "fixtures" / "ucm"
+pytestmark = pytest.mark.skipif(not (MODEL / "model.safetensors").exists(), reason="shipped mini model absent")
+
+# fixture -> words of which the Chinese / English description or scene answer must contain one
+EXPECT = {
+    "airplane_192.jpg": (("飞机", "机场"), ("plane", "airport")),
+    "harbor_1092.jpg": (("港口", "船", "港"), ("harbor", "boat", "ship")),
+    "storagetanks_1992.jpg": (("储罐", "罐"), ("tank",)),
+    "tenniscourt_2092.jpg": (("网球场",), ("tennis",)),
+    "beach_392.jpg": (("海滩", "沙滩", "海"), ("beach", "sea", "ocean")),
+    "forest_796.jpg": (("森林", "树"), ("forest", "tree")),
+    "freeway_891.jpg": (("高速公路", "公路", "路"), ("freeway", "road", "highway")),
+    "denseresidential_692.jpg": (("住宅", "房"), ("residential", "house")),
+}
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from model_adapter import load_backend
+
+    b = load_backend(model=str(MODEL), adapter=None, quant=None, device="cpu")
+    yield b
+    b.close()
+
+
+def _ask(backend, conversations):
+    from model_adapter import GenerationParams
+
+    return [c.text for c in backend.generate_batch(conversations, GenerationParams(do_sample=False, max_new_tokens=48))]
+
+
+def test_auto_classes_describe_the_airplane_fixture_in_chinese() -> None:
+    import model_adapter  # noqa: F401
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(MODEL)
+    processor = AutoProcessor.from_pretrained(MODEL)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "请描述这张遥感图像。"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[prompt], images=[Image.open(FIXTURES / "airplane_192.jpg")], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=48, do_sample=False)
+    answer = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "飞机" in answer or "机场" in answer, answer
+
+
+def test_scene_words_for_fixture_images_in_both_languages(backend) -> None:
+    from model_adapter import ChatMessage
+
+    names = list(EXPECT)
+    images = [Image.open(FIXTURES / n) for n in names]
+    zh = _ask(backend, [[ChatMessage("user", "请描述这张遥感图像。", [im])] for im in images])
+    en = _ask(backend, [[ChatMessage("user", "Describe this remote sensing image.", [im])] for im in images])
+    hits = {n: (any(w in a for w in EXPECT[n][0]), any(w in b.lower() for w in EXPECT[n][1]))
+            for n, a, b in zip(names, zh, en)}
+    report = {n: (a, b) for n, a, b in zip(names, zh, en)}
+    # The issue's examples must hold exactly; the model is ~85 % accurate overall, so the rest by majority.
+    for n in ("airplane_192.jpg", "harbor_1092.jpg"):
+        assert all(hits[n]), report[n]
+    assert sum(all(h) for h in hits.values()) >= 6, report
+
+
+def test_follow_up_question_in_the_same_conversation(backend) -> None:
+    from model_adapter import ChatMessage
+
+    image = Image.open(FIXTURES / "harbor_1092.jpg")
+    first = _ask(backend, [[ChatMessage("user", "请描述这张遥感图像。", [image])]])[0]
+    follow = _ask(backend, [[ChatMessage("user", "请描述这张遥感图像。", [image]), ChatMessage("assistant", first),
+                             ChatMessage("user", "图中有船吗？")]])[0]
+    assert follow.startswith(("是", "有")), (first, follow)
+    scene = _ask(backend, [[ChatMessage("user", "请描述这张遥感图像。", [image]), ChatMessage("assistant", first),
+                            ChatMessage("user", "这张遥感图像展现了什么场景？")]])[0]
+    assert "港口" in scene, (first, scene)
