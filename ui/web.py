@@ -42,8 +42,13 @@ EMPTY_INPUT = {"text": "", "files": []}
 # sidebar/open/rename stay instant). A remote OpenAI-compatible server (vLLM) batches requests itself.
 GENERATION_CONCURRENCY = {"hf": 1, "openai": 8}
 STOP_SETTLE_S = 5.0
-# Long conversation titles wrap; without this the sidebar's radio circles shrink to nothing next to them.
-CSS = "#conversations input[type=radio] { flex-shrink: 0; }"
+# Sidebar radios: long titles wrap and would shrink the circle to nothing; and Gradio 6.31's hover rule outranks
+# its checked rule, so the selected conversation's circle turned blank under the mouse.
+CSS = """
+#conversations input[type=radio] { flex-shrink: 0; }
+#conversations input[type=radio]:checked:hover { background-color: var(--checkbox-background-color-selected);
+  border-color: var(--checkbox-border-color-selected); }
+"""
 
 
 class UploadError(ValueError):
@@ -51,7 +56,7 @@ class UploadError(ValueError):
 
 
 USER_ERRORS = (ServiceError, ImageError, NotFound, UploadError)
-ChatOutputs = tuple[Any, Any, str | None, bool, Any]  # chatbot, textbox, conversation id, editing, sidebar
+ChatOutputs = tuple[Any, Any, str | None, bool, Any, Any]  # chatbot, textbox, conversation, editing, sidebar, id box
 
 
 def _session(request: gr.Request | None) -> str:
@@ -104,8 +109,12 @@ class ChatHandlers:
                 pass
 
     # --- sidebar ------------------------------------------------------------------------------------------------------
-    def sidebar(self, lang: str, selected: str | None) -> dict[str, Any]:
+    def sidebar(self, lang: str, selected: str | None, select: bool = True) -> dict[str, Any]:
+        """The conversation list, newest first. select=False leaves the selection as the browser has it (after a
+        turn in the open conversation), so a tab's selection is never reset under the user's pointer."""
         choices = conversation_choices(self.service.store.list(limit=SIDEBAR_LIMIT), lang)
+        if not select:
+            return gr.update(choices=choices)
         return gr.update(choices=choices, value=selected if selected in {c[1] for c in choices} else None)
 
     def on_load(self, lang: str) -> dict[str, Any]:
@@ -121,11 +130,12 @@ class ChatHandlers:
             return self.new(lang)
         temperature, top_p, max_new = self.generation_of(conversation_id)
         return (to_chatbot(view, lang), view.id, False, view.title, temperature, top_p, max_new,
-                gr.update(visible=False), self.sidebar(lang, view.id))
+                gr.update(visible=False), self.sidebar(lang, view.id), view.id)
 
     def new(self, lang: str) -> tuple:
         temperature, top_p, max_new = self.generation_of(None)
-        return [], None, False, "", temperature, top_p, max_new, gr.update(visible=False), self.sidebar(lang, None)
+        return ([], None, False, "", temperature, top_p, max_new, gr.update(visible=False), self.sidebar(lang, None),
+                "")
 
     def rename(self, conversation_id: str | None, title: str, lang: str) -> dict[str, Any]:
         if conversation_id and title.strip():
@@ -184,20 +194,22 @@ class ChatHandlers:
                                                            image_name=name, cancel=cancel)
             history, first = None, True
             for history in self._stream(conversation_id, turn, lang, _session(request)):
-                yield history, EMPTY_INPUT, conversation_id, False, self.sidebar(lang, conversation_id) if first \
-                    else gr.skip()
+                sidebar = self.sidebar(lang, conversation_id, select=bool(created)) if first else gr.skip()
+                yield history, EMPTY_INPUT, conversation_id, False, sidebar, conversation_id
                 first = False
             # the last update carries everything, so API clients' final result is the whole stored conversation
-            yield history, EMPTY_INPUT, conversation_id, False, self.sidebar(lang, conversation_id)
+            yield (history, EMPTY_INPUT, conversation_id, False, self.sidebar(lang, conversation_id, select=False),
+                   conversation_id)
         except USER_ERRORS as exc:
             if created and not self.service.history(created).messages:
                 self.service.store.delete(created)  # an unusable first turn leaves no empty conversation behind
                 conversation_id = None
-            yield self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, editing, gr.skip()
+            yield (self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, editing, gr.skip(),
+                   conversation_id or "")
         except Exception:  # noqa: BLE001 - the user gets a message, the log gets the traceback
             log.exception("web chat turn failed")
             yield (self._with_error(conversation_id, t(lang, "internal_error"), lang), gr.skip(), conversation_id,
-                   editing, gr.skip())
+                   editing, gr.skip(), conversation_id or "")
 
     def regenerate(
         self, conversation_id: str | None, lang: str, temperature: float, top_p: float, max_new_tokens: float,
@@ -211,14 +223,16 @@ class ChatHandlers:
             history = None
             for history in self._stream(conversation_id, lambda cancel: self.service.regenerate(
                     conversation_id, cancel=cancel), lang, _session(request)):
-                yield history, gr.skip(), conversation_id, False, gr.skip()
-            yield history, gr.skip(), conversation_id, False, self.sidebar(lang, conversation_id)
+                yield history, gr.skip(), conversation_id, False, gr.skip(), gr.skip()
+            yield (history, gr.skip(), conversation_id, False, self.sidebar(lang, conversation_id, select=False),
+                   conversation_id)
         except USER_ERRORS as exc:
-            yield self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, False, gr.skip()
+            yield (self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, False, gr.skip(),
+                   gr.skip())
         except Exception:  # noqa: BLE001
             log.exception("regenerate failed")
             yield (self._with_error(conversation_id, t(lang, "internal_error"), lang), gr.skip(), conversation_id,
-                   False, gr.skip())
+                   False, gr.skip(), gr.skip())
 
     def start_edit(self, conversation_id: str | None, lang: str) -> tuple[Any, bool, str]:
         """Put the last question into the input box; the next submit replaces it and answers anew."""
@@ -330,6 +344,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             conversations = gr.Radio(choices=[], label=t(lang0, "history"), elem_id="conversations")
             rename_box = gr.Textbox(label=t(lang0, "rename_label"), max_lines=1, elem_id="rename-box")
             rename_btn = gr.Button(t(lang0, "rename"), size="sm", elem_id="rename")
+            id_box = gr.Textbox(label=t(lang0, "conversation_id"), interactive=False, max_lines=1,
+                                elem_id="conversation-id")
             delete_btn = gr.Button(t(lang0, "delete"), size="sm", variant="stop", elem_id="delete")
             with gr.Column(visible=False) as confirm:
                 confirm_text = gr.Markdown(t(lang0, "delete_confirm"))
@@ -362,7 +378,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             export_file = gr.File(label=t(lang0, "export_file"), visible=False, elem_id="export-file")
 
         # --- events ---------------------------------------------------------------------------------------------------
-        chat_outputs = [chatbot, textbox, conversation, editing, conversations]
+        chat_outputs = [chatbot, textbox, conversation, editing, conversations, id_box]
         gen_inputs = [temperature, top_p, max_new]
         submit_event = textbox.submit(
             h.submit, [textbox, conversation, editing, lang, *gen_inputs], chat_outputs, api_name="chat",
@@ -380,7 +396,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             h.refresh, [conversation, lang], chatbot, api_visibility="private")
         edit_btn.click(h.start_edit, [conversation, lang], [textbox, editing, notice], api_name="edit_last")
 
-        open_outputs = [chatbot, conversation, editing, rename_box, *gen_inputs, confirm, conversations]
+        open_outputs = [chatbot, conversation, editing, rename_box, *gen_inputs, confirm, conversations, id_box]
         conversations.input(h.open, [conversations, lang], open_outputs, api_name="open")
         new_btn.click(h.new, [lang], open_outputs, api_name="new")
         chatbot.clear(h.new, [lang], open_outputs, api_visibility="private")  # the chat's trash icon: a fresh start
@@ -397,7 +413,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
 
         relabel: list[tuple[Any, str, str]] = [
             (new_btn, "value", "new"), (conversations, "label", "history"), (rename_box, "label", "rename_label"),
-            (rename_btn, "value", "rename"), (delete_btn, "value", "delete"), (confirm_text, "value", "delete_confirm"),
+            (rename_btn, "value", "rename"), (id_box, "label", "conversation_id"), (delete_btn, "value", "delete"), (confirm_text, "value", "delete_confirm"),
             (delete_yes, "value", "delete_yes"), (delete_no, "value", "delete_no"), (chatbot, "label", "chatbot"),
             (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"),
             (regen_btn, "value", "regenerate"), (edit_btn, "value", "edit_last"), (stop_btn, "value", "stop"),

@@ -42,17 +42,17 @@ def test_chat_endpoint_streams_the_answer_and_stores_it(web_app):
     client = Client(url, verbose=False)
     job = client.submit({"text": "这张遥感图像展现了什么场景？", "files": [handle_file(AIRPLANE)]}, *GEN, api_name="/chat")
     updates = list(job)
-    chat, textbox, sidebar = job.result()
+    chat, textbox, sidebar, conversation_id = job.result()
     assert len(updates) >= 3, "several streamed updates, not one final answer"
     assert textbox == {"text": "", "files": []}
     user, answer = chat
     assert user["content"][0]["type"] == "file" and texts(user) == ["这张遥感图像展现了什么场景？"]
-    conversation_id = sidebar["value"]
     stored = service.history(conversation_id)
     assert texts(answer) == [inspect.cleandoc(stored.messages[1].text)] and stored.messages[1].status == "complete"
     # the same browser session continues the same conversation
-    chat, _, sidebar = client.predict({"text": "图中有多少架飞机？", "files": []}, *GEN, api_name="/chat")
-    assert sidebar["value"] == conversation_id and len(chat) == 4
+    chat, _, sidebar, same_id = client.predict({"text": "图中有多少架飞机？", "files": []}, *GEN, api_name="/chat")
+    assert same_id == conversation_id and len(chat) == 4
+    assert sidebar["choices"][0][1] == conversation_id  # newest activity first
     assert len(service.history(conversation_id).messages) == 4
 
 
@@ -61,8 +61,8 @@ def test_bad_upload_over_http_gets_a_message(web_app, bad_uploads, name):
     url, service = web_app
     client = Client(url, verbose=False)
     before = service.store.count()
-    chat, _, _ = client.predict({"text": "图中有什么？", "files": [handle_file(str(bad_uploads[name]))]}, *GEN,
-                                api_name="/chat")
+    chat, _, _, _ = client.predict({"text": "图中有什么？", "files": [handle_file(str(bad_uploads[name]))]}, *GEN,
+                                   api_name="/chat")
     assert len(chat) == 1 and texts(chat[0])[0].startswith(ERROR_MARK)
     assert REFUSED[name][1] in texts(chat[0])[0]
     assert service.store.count() == before
@@ -72,9 +72,9 @@ def test_bad_upload_over_http_gets_a_message(web_app, bad_uploads, name):
 def test_empty_and_overlong_questions_over_http(web_app, text, words):
     url, _ = web_app
     client = Client(url, verbose=False)
-    conversation_chat, _, _ = client.predict({"text": "图中有多少架飞机？", "files": [handle_file(AIRPLANE)]}, *GEN,
+    conversation_chat, _, _, _ = client.predict({"text": "图中有多少架飞机？", "files": [handle_file(AIRPLANE)]}, *GEN,
                                              api_name="/chat")
-    chat, _, _ = client.predict({"text": text, "files": []}, *GEN, api_name="/chat")
+    chat, _, _, _ = client.predict({"text": text, "files": []}, *GEN, api_name="/chat")
     assert words in texts(chat[-1])[0]
     assert chat[:-1] == conversation_chat  # the stored conversation is shown unchanged
 
@@ -113,12 +113,12 @@ def test_ten_concurrent_sessions_get_their_own_answers(web_app):
         thread.join(180)
     assert not errors, errors
     assert sorted(results) == list(range(10))
-    conversation_ids = {second[2]["value"] for _, _, second in results.values()}
+    conversation_ids = {second[3] for _, _, second in results.values()}
     assert len(conversation_ids) == 10, "each session has its own conversation"
     for i, (question, first, second) in results.items():
-        chat, _, sidebar = second
-        assert first[2]["value"] == sidebar["value"]
-        stored = service.history(sidebar["value"])
+        chat, _, _, conversation_id = second
+        assert first[3] == conversation_id
+        stored = service.history(conversation_id)
         assert [m.text for m in stored.messages if m.role == "user"] == [question, f"第 {i} 个会话的追问"]
         # gr.Chatbot shows text through inspect.cleandoc (outer whitespace trimmed)
         assert [texts(m)[-1] for m in chat] == [inspect.cleandoc(m.text) for m in stored.messages]
@@ -140,7 +140,7 @@ def test_login_is_required_when_configured(ui_backend, tmp_path):
         url = f"http://127.0.0.1:{settings.port}"
         with pytest.raises(Exception):
             Client(url, verbose=False).predict({"text": "图中有什么？", "files": []}, *GEN, api_name="/chat")
-        chat, _, _ = Client(url, auth=("analyst", "s3cret"), verbose=False).predict(
+        chat, _, _, _ = Client(url, auth=("analyst", "s3cret"), verbose=False).predict(
             {"text": "图中有多少架飞机？", "files": [handle_file(AIRPLANE)]}, *GEN, api_name="/chat")
         assert len(chat) == 2
     finally:

@@ -103,6 +103,9 @@ def test_upload_ask_stream_reload_reopen_continue_restart(tiny_glm4v_dir, tmp_pa
             print(f"browser: {len(answers)} distinct answer states; first text {first_token_ms:.0f} ms after Enter")
             assert len(answers) >= 2, "the answer should stream in several steps, not appear at once"
             expect(page.locator("#conversations label").first).to_contain_text(QUESTION[:10])
+            page.mouse.move(700, 1050)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "web_chat_first_answer.png"), full_page=True)
 
             # reload: the page starts empty; the sidebar brings the conversation back, image included
             open_chat(page, url)
@@ -117,7 +120,8 @@ def test_upload_ask_stream_reload_reopen_continue_restart(tiny_glm4v_dir, tmp_pa
             expect(page.locator("#chatbot .message.bot")).to_have_count(2, timeout=30_000)
             expect(page.locator("#chatbot .message.user").last).to_contain_text(FOLLOW_UP)
             assert store.count() == 1 and len(store.get(conversation_id).messages) == 4
-            expect(page.locator("#conversations input:checked")).to_have_count(1)
+            expect(page.locator("#conversations label.selected input:checked")).to_have_count(1)
+            expect(page.locator("#conversation-id").locator("input, textarea").first).to_have_value(conversation_id)
             page.wait_for_timeout(1000)
             page.screenshot(path=str(ARTIFACTS / "web_chat.png"), full_page=True)
 

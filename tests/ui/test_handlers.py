@@ -30,7 +30,8 @@ def last_bubble_text(chatbot) -> str:
 def test_turn_streams_into_the_chat_and_is_stored(handlers):
     outs = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])
     assert len(outs) >= 3, "the answer should arrive in several updates"
-    first_chat, textbox, conversation_id, editing, sidebar = outs[0]
+    first_chat, textbox, conversation_id, editing, sidebar, id_box = outs[0]
+    assert id_box == conversation_id and outs[-1][5] == conversation_id  # shown for `app.py cli --conversation`
     assert first_chat[-1] == {"role": "assistant", "content": ""}  # user turn shown at once, answer pending
     assert textbox == EMPTY_INPUT and editing is False
     assert conversation_id in [value for _, value in sidebar["choices"]] and sidebar["value"] == conversation_id
@@ -58,7 +59,7 @@ def test_follow_up_question_continues_the_conversation(handlers):
 def test_bad_upload_gets_a_message_and_loses_nothing(handlers, bad_uploads, name):
     conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
     before = handlers.service.history(conversation_id).messages
-    chat, textbox, same_id, _, _ = ask(handlers, "图中有什么？", [str(bad_uploads[name])], conversation_id)[-1]
+    chat, textbox, same_id, _, _, _ = ask(handlers, "图中有什么？", [str(bad_uploads[name])], conversation_id)[-1]
     assert same_id == conversation_id
     assert last_bubble_text(chat).startswith(ERROR_MARK) and REFUSED[name][1] in last_bubble_text(chat)
     assert chat[:-1] == to_chatbot(handlers.service.history(conversation_id), "zh")
@@ -69,14 +70,15 @@ def test_bad_upload_gets_a_message_and_loses_nothing(handlers, bad_uploads, name
 
 @pytest.mark.parametrize("name", list(REFUSED))
 def test_bad_first_upload_leaves_no_empty_conversation(handlers, bad_uploads, name):
-    chat, _, conversation_id, _, _ = ask(handlers, "图中有什么？", [str(bad_uploads[name])])[-1]
+    chat, _, conversation_id, _, _, id_box = ask(handlers, "图中有什么？", [str(bad_uploads[name])])[-1]
+    assert id_box == ""
     assert conversation_id is None and len(chat) == 1
     assert handlers.service.store.count() == 0
 
 
 @pytest.mark.parametrize("name", list(CONVERTED))
 def test_16_bit_and_multiband_tiffs_are_converted(handlers, bad_uploads, name):
-    chat, _, conversation_id, _, _ = ask(handlers, "这张遥感图像展现了什么场景？", [str(bad_uploads[name])])[-1]
+    chat, _, conversation_id, _, _, _ = ask(handlers, "这张遥感图像展现了什么场景？", [str(bad_uploads[name])])[-1]
     view = handlers.service.history(conversation_id)
     image = view.messages[0].images[0]
     assert (image.width, image.height) == (64, 64) and image.path.suffix == ".png"  # browsers can show it
@@ -160,7 +162,9 @@ def test_open_shows_the_stored_history_and_its_settings(handlers):
     turn = handlers.submit({"text": "这张遥感图像展现了什么场景？", "files": [HARBOR]}, None, False, "zh", 0.3, 0.7, 9)
     conversation_id = list(turn)[-1][2]
     other = ask(handlers, "图中有多少架飞机？", [AIRPLANE])[-1][2]
-    chat, opened, editing, title, temperature, top_p, max_new, confirm, sidebar = handlers.open(conversation_id, "zh")
+    chat, opened, editing, title, temperature, top_p, max_new, confirm, sidebar, id_box = handlers.open(
+        conversation_id, "zh")
+    assert id_box == conversation_id
     assert opened == conversation_id and editing is False and title == "这张遥感图像展现了什么场景？"
     assert chat == to_chatbot(handlers.service.history(conversation_id), "zh") and chat[0]["content"][0]["path"]
     assert (temperature, top_p, max_new) == (0.3, 0.7, 9)
