@@ -18,10 +18,11 @@ from ui.cli import TerminalChat
 AIRPLANE = FIXTURES / "ucm" / "airplane_192.jpg"
 
 
-def spawn(tiny_glm4v_dir, data_dir, *args: str) -> pexpect.spawn:
+def spawn(tiny_glm4v_dir, data_dir, *args: str, max_new_tokens: int = 8) -> pexpect.spawn:
+    # greedy: the tiny model always writes max_new_tokens tokens, so a long answer is reliably long
     child = pexpect.spawn(
         sys.executable, [str(REPO_ROOT / "app.py"), "cli", "--model", str(tiny_glm4v_dir), "--data-dir",
-                         str(data_dir), "--max-new-tokens", "8", *args],
+                         str(data_dir), "--max-new-tokens", str(max_new_tokens), "--temperature", "0", *args],
         cwd=str(REPO_ROOT), env={**os.environ, "OMP_NUM_THREADS": "1"}, encoding="utf-8", timeout=90,
     )
     return child
@@ -68,22 +69,29 @@ def test_terminal_chat_with_image_history_and_resume(tiny_glm4v_dir, data_dir):
     assert [m.text for m in view.messages if m.role == "user"] == ["这张遥感图像展现了什么场景？", "图中有多少架飞机？"]
     assert view.messages[0].images and all(m.status == "complete" for m in view.messages)
 
-    child = spawn(tiny_glm4v_dir, data_dir, "--conversation", conversation_id)
+    # resume it with long answers, and stop one with Ctrl+C: the partial answer is kept
+    child = spawn(tiny_glm4v_dir, data_dir, "--conversation", conversation_id, max_new_tokens=4000)
     child.expect("继续对话")
     child.expect("图中有多少架飞机？")
     child.expect("用户：")
-    ask(child, "还有别的吗？")
+    child.sendline("还有别的吗？")
+    child.expect("RemoteGLM：")
+    child.expect(r"\S{20}")  # some answer text has streamed out
+    child.sendintr()
+    child.expect("已停止")
+    child.expect("用户：")
     child.sendline("clear")
     child.expect("已开始新对话")
     child.expect("图像路径")
     child.sendline("")
     child.expect("用户：")
-    ask(child, "你好")
     child.sendeof()
     child.expect(pexpect.EOF)
     child.close()
-    assert len(store.get(conversation_id).messages) == 6
-    assert store.count() == 2
+    view = store.get(conversation_id)
+    assert len(view.messages) == 6 and view.messages[-1].status == "interrupted" and view.messages[-1].text
+    assert (view.messages[-1].completion_tokens or 0) < 4000
+    assert store.count() == 1  # `clear` alone creates nothing
 
 
 def test_unknown_conversation_id_is_a_message(service):
