@@ -242,6 +242,12 @@ class ChatHandlers:
                 return {"text": users[-1].text, "files": []}, True, t(lang, "editing")
         return gr.skip(), False, t(lang, "no_conversation")
 
+    def after_turn(self, conversation_id: str | None) -> tuple[str, Any]:
+        """Clear the editing notice; show the (possibly new) conversation's title in the rename box."""
+        if not self._exists(conversation_id):
+            return "", gr.skip()
+        return "", self.service.history(conversation_id).title
+
     def stop(self, request: gr.Request = None) -> None:
         """Stop this browser session's running answer; the service keeps the partial text as 'interrupted'."""
         with self._lock:
@@ -384,7 +390,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             h.submit, [textbox, conversation, editing, lang, *gen_inputs], chat_outputs, api_name="chat",
             concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden",
         )
-        submit_event.then(lambda: "", None, notice, queue=False, api_visibility="private")
+        submit_event.then(h.after_turn, [conversation], [notice, rename_box], queue=False, api_visibility="private")
         regen_event = regen_btn.click(
             h.regenerate, [conversation, lang, *gen_inputs], chat_outputs, api_name="regenerate",
             concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden",

@@ -103,6 +103,7 @@ def test_upload_ask_stream_reload_reopen_continue_restart(tiny_glm4v_dir, tmp_pa
             print(f"browser: {len(answers)} distinct answer states; first text {first_token_ms:.0f} ms after Enter")
             assert len(answers) >= 2, "the answer should stream in several steps, not appear at once"
             expect(page.locator("#conversations label").first).to_contain_text(QUESTION[:10])
+            expect(page.locator("#rename-box").locator("input, textarea").first).to_have_value(QUESTION)
             page.mouse.move(700, 1050)
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / "web_chat_first_answer.png"), full_page=True)

@@ -34,6 +34,7 @@ def test_turn_streams_into_the_chat_and_is_stored(handlers):
     assert id_box == conversation_id and outs[-1][5] == conversation_id  # shown for `app.py cli --conversation`
     assert first_chat[-1] == {"role": "assistant", "content": ""}  # user turn shown at once, answer pending
     assert textbox == EMPTY_INPUT and editing is False
+    assert handlers.after_turn(conversation_id) == ("", "这张遥感图像展现了什么场景？")  # title into the rename box
     assert conversation_id in [value for _, value in sidebar["choices"]] and sidebar["value"] == conversation_id
     view = handlers.service.history(conversation_id)
     assert [m.role for m in view.messages] == ["user", "assistant"]
