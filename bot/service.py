@@ -24,7 +24,10 @@ from typing import Any, Literal
 from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, load_backend
 from model_adapter.images import ImageSource
 from settings import Settings
-from storage import ConversationStore, ConversationView, ImageRef, MessageView
+from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound
+from storage.export import to_json_text, to_markdown
+
+__all__ = ["ConversationService", "NotFound", "ServiceError", "TurnEvent"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,22 @@ class ConversationService:
 
     def history(self, conversation_id: str) -> ConversationView:
         return self.store.get(conversation_id)
+
+    def conversations(self, limit: int = 50, offset: int = 0) -> list[ConversationView]:
+        """Stored conversations, most recently active first (without their messages)."""
+        return self.store.list(limit=limit, offset=offset)
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        self.store.rename(conversation_id, title)
+
+    def delete(self, conversation_id: str) -> None:
+        """Delete a conversation with its messages and the images nothing else uses."""
+        self.store.delete(conversation_id)
+
+    def export(self, conversation_id: str, fmt: Literal["md", "json"]) -> str:
+        """The conversation as Markdown or JSON text."""
+        view = self.store.get(conversation_id)
+        return to_markdown(view) if fmt == "md" else to_json_text(view)
 
     def set_generation(self, conversation_id: str, **values: Any) -> None:
         """Remember generation settings (temperature, top_p, max_new_tokens...) for this conversation."""

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bot.service import ConversationService, ServiceError
+from bot.service import ConversationService, NotFound, ServiceError
 from model_adapter.images import ImageError, load_image
-from storage import NotFound
 from ui.chat_view import message_text
 from ui.i18n import t
 
@@ -122,7 +121,7 @@ class TerminalChat:
                     self.say(f" {t(state.lang, 'cli_stopped')}" if started else "")
         except USER_ERRORS as exc:
             if created and not self.service.history(created).messages:
-                self.service.store.delete(created)
+                self.service.delete(created)
                 state.conversation_id = None
             if isinstance(exc, ImageError):
                 state.image = state.image_name = None

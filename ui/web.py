@@ -24,11 +24,9 @@ from typing import Any
 
 import gradio as gr
 
-from bot.service import ConversationService, ServiceError, TurnEvent
+from bot.service import ConversationService, NotFound, ServiceError, TurnEvent
 from model_adapter.images import ImageError
 from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
-from storage import NotFound
-from storage.export import to_json_text, to_markdown
 from ui.chat_view import conversation_choices, error_bubble, example_files, export_filename, to_chatbot
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
 
@@ -112,7 +110,7 @@ class ChatHandlers:
     def sidebar(self, lang: str, selected: str | None, select: bool = True) -> dict[str, Any]:
         """The conversation list, newest first. select=False leaves the selection as the browser has it (after a
         turn in the open conversation), so a tab's selection is never reset under the user's pointer."""
-        choices = conversation_choices(self.service.store.list(limit=SIDEBAR_LIMIT), lang)
+        choices = conversation_choices(self.service.conversations(limit=SIDEBAR_LIMIT), lang)
         if not select:
             return gr.update(choices=choices)
         return gr.update(choices=choices, value=selected if selected in {c[1] for c in choices} else None)
@@ -139,7 +137,7 @@ class ChatHandlers:
 
     def rename(self, conversation_id: str | None, title: str, lang: str) -> dict[str, Any]:
         if conversation_id and title.strip():
-            self.service.store.rename(conversation_id, title)
+            self.service.rename(conversation_id, title)
         return self.sidebar(lang, conversation_id)
 
     def ask_delete(self, conversation_id: str | None) -> dict[str, Any]:
@@ -151,7 +149,7 @@ class ChatHandlers:
     def delete(self, conversation_id: str | None, lang: str) -> tuple:
         if conversation_id:
             try:
-                self.service.store.delete(conversation_id)
+                self.service.delete(conversation_id)
             except NotFound:
                 pass
         return self.new(lang)
@@ -161,10 +159,8 @@ class ChatHandlers:
         if not conversation_id:
             gr.Warning(t(lang, "no_conversation"))
             return gr.update(visible=False)
-        view = self.service.history(conversation_id)
-        text = to_markdown(view) if fmt == "md" else to_json_text(view)
-        path = self.export_dir / export_filename(view, fmt)
-        path.write_text(text, encoding="utf-8")
+        path = self.export_dir / export_filename(self.service.history(conversation_id), fmt)
+        path.write_text(self.service.export(conversation_id, fmt), encoding="utf-8")
         return gr.update(value=str(path), visible=True)
 
     # --- turns ----------------------------------------------------------------------------------------------------
@@ -202,7 +198,7 @@ class ChatHandlers:
                    conversation_id)
         except USER_ERRORS as exc:
             if created and not self.service.history(created).messages:
-                self.service.store.delete(created)  # an unusable first turn leaves no empty conversation behind
+                self.service.delete(created)  # an unusable first turn leaves no empty conversation behind
                 conversation_id = None
             yield (self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, editing, gr.skip(),
                    conversation_id or "")

@@ -168,3 +168,16 @@ def test_generation_settings_are_remembered_per_conversation(backend, tmp_path, 
     assert service.history(conv.id).settings == {"temperature": 0.0, "max_new_tokens": 3}
     answer = service.ask(conv.id, "这是什么？", image=airplane_jpg)
     assert answer.completion_tokens <= 3
+
+
+def test_list_rename_delete_and_export_through_the_service(backend, tmp_path, airplane_jpg):
+    service = make_service(backend, tmp_path)
+    older, newer = service.start(title="旧"), service.start(title="新")
+    service.ask(older.id, "这是什么？", image=airplane_jpg, params=GREEDY)  # activity moves it to the top
+    assert [c.id for c in service.conversations()] == [older.id, newer.id]
+    service.rename(newer.id, "港口")
+    assert service.history(newer.id).title == "港口"
+    markdown, data = service.export(older.id, "md"), service.export(older.id, "json")
+    assert markdown.startswith("# 旧") and "这是什么？" in markdown and '"role": "assistant"' in data
+    service.delete(older.id)
+    assert [c.id for c in service.conversations()] == [newer.id]
