@@ -1,4 +1,4 @@
-"""The Python client examples of docs/server.md, run as written against a live server (only the URL and the
+"""The Python client examples of README.md, run as written against a live server (only the URL and the
 token budget are changed)."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
+DOC = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def example(name: str) -> str:
     match = re.search(rf"```python\n# example: {name}\n(.*?)```", DOC, re.S)
-    assert match, f"docs/server.md has no '# example: {name}' block"
+    assert match, f"README.md has no '# example: {name}' block"
     return match.group(1)
 
 
@@ -22,5 +22,5 @@ def example(name: str) -> str:
 def test_docs_example_runs_against_the_server(name, server, monkeypatch, capsys):
     code = example(name).replace("http://127.0.0.1:8000/v1", server.url).replace("max_tokens=256", "max_tokens=4")
     monkeypatch.chdir(ROOT)
-    exec(compile(code, f"docs/server.md:{name}", "exec"), {"__name__": "docs_example"})
+    exec(compile(code, f"README.md:{name}", "exec"), {"__name__": "docs_example"})
     assert capsys.readouterr().out  # it printed an answer
