@@ -29,11 +29,13 @@ ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assis
 
 # --- features -------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def encode_views(encoder, images: torch.Tensor, batch: int = 64) -> dict[str, torch.Tensor]:
+def encode_views(encoder, images: torch.Tensor, batch: int = 64, desc: str = "features"
+                 ) -> dict[str, torch.Tensor]:
     """uint8 (N,S,S,3) -> global (N,C) and probs (N,K) averaged over the 8 dihedral views, grid (N,8,G*G,C) fp16."""
     encoder.eval()
     out = {"global": [], "probs": [], "grid": []}
-    for i in range(0, len(images), batch):
+    for i in tqdm(range(0, len(images), batch), desc=desc, dynamic_ncols=True,
+                  mininterval=0.5 if sys.stderr.isatty() else 30):
         x = to_float(images[i : i + batch])
         views = dihedral_views(x)  # (8, B, 3, S, S)
         n, b = views.shape[:2]
@@ -54,7 +56,7 @@ def stage_features(sets: dict[str, ImageSet], encoder, path: Path) -> dict:
         if len(idx) == 0:
             continue
         keys += [f"{name}/{s.stems[i]}" for i in idx.tolist()]
-        chunks.append(encode_views(encoder, s.images[idx]))
+        chunks.append(encode_views(encoder, s.images[idx], desc=f"features {name}"))
     feats = {k: torch.cat([c[k] for c in chunks]) for k in ("global", "probs", "grid")}
     feats["index"] = {k: i for i, k in enumerate(keys)}
     torch.save(feats, path)
