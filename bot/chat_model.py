@@ -35,6 +35,7 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, SecretStr
 
 from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, load_backend, load_image
@@ -120,20 +121,20 @@ class ChatRemoteGLM(BaseChatModel):
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    model: str = Field(default=str(DEFAULT_MODEL_DIR), alias="model_name")
-    """Model directory or hub name (hf backend), or served model name (openai backend)."""
-    backend_kind: str = "hf"
-    """'hf' (local transformers) or 'openai' (an OpenAI-compatible server at base_url)."""
+    model: str = Field(default_factory=from_env("REMOTEGLM_MODEL", default=str(DEFAULT_MODEL_DIR)), alias="model_name")
+    """Model directory or hub name (hf backend), or served model name (openai backend). Env: REMOTEGLM_MODEL."""
+    backend_kind: str = Field(default_factory=from_env("REMOTEGLM_BACKEND", default="hf"))
+    """'hf' (local transformers) or 'openai' (an OpenAI-compatible server at base_url). Env: REMOTEGLM_BACKEND."""
     adapter: str | None = None
     """Optional peft LoRA adapter directory."""
     quant: int | None = None
     """4 or 8 to load the base quantized with bitsandbytes."""
     device: str = "auto"
     """Torch device, 'auto' picks cuda > mps > cpu."""
-    base_url: str = "http://127.0.0.1:8000/v1"
-    """OpenAI-compatible endpoint (openai backend only)."""
-    api_key: SecretStr = Field(default=SecretStr("EMPTY"))
-    """API key for the OpenAI-compatible endpoint."""
+    base_url: str = Field(default_factory=from_env("REMOTEGLM_OPENAI_BASE_URL", default="http://127.0.0.1:8000/v1"))
+    """OpenAI-compatible endpoint (openai backend only). Env: REMOTEGLM_OPENAI_BASE_URL."""
+    api_key: SecretStr = Field(default_factory=secret_from_env("REMOTEGLM_OPENAI_API_KEY", default="EMPTY"))
+    """API key for the OpenAI-compatible endpoint. Env: REMOTEGLM_OPENAI_API_KEY."""
     temperature: float | None = None
     """Sampling temperature (0 = greedy). None: the model's default."""
     top_p: float | None = None

@@ -23,6 +23,11 @@ class TestChatRemoteGLMStandard(ChatModelUnitTests):
         return {"model": "checkpoints/remoteglm-mini", "temperature": 0}
 
     @property
+    def init_from_env_params(self):
+        env = {"REMOTEGLM_MODEL": "/models/GLM-4.1V-9B-Thinking", "REMOTEGLM_OPENAI_API_KEY": "sk-env"}
+        return env, {}, {"model": "/models/GLM-4.1V-9B-Thinking", "api_key": "sk-env"}
+
+    @property
     def has_tool_calling(self):
         return False
 
