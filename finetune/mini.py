@@ -47,7 +47,7 @@ class DecoderTrainConfig:
     layers: int = 4
     heads: int = 4
     intermediate_size: int = 512
-    ucm_weight: float = 3.0
+    ucm_weight: float = 4.0
     """Sampling weight of UCM conversations relative to RSICD / Sydney ones (UCM is the benchmark)."""
 
 
@@ -69,6 +69,9 @@ class MiniTrainConfig:
     """Cached / inference image side; training crops are `vision.train_size`."""
     widths: tuple[int, ...] = (32, 64, 128, 256)
     depths: tuple[int, ...] = (2, 2, 2, 2)
+    source_widths: tuple[int, ...] = (16, 32, 64)
+    """Widths of the tiny dataset-style CNN gating the scene heads (see model_adapter/mini/vision_remoteglm_mini.py)."""
+    source_epochs: int = 4
     max_images: int = 0
     """Use at most this many images per dataset (0 = all): for smoke tests."""
     vision: VisionTrainConfig = field(default_factory=lambda: VisionTrainConfig(epochs=24, lr=3e-3, train_size=96))
@@ -81,6 +84,7 @@ def vision_config(cfg: MiniTrainConfig):
 
     return SimpleNamespace(
         vision_widths=list(cfg.widths), vision_depths=list(cfg.depths), vision_grid=4,
+        vision_source_widths=list(cfg.source_widths),
         scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
     )
 
@@ -107,7 +111,7 @@ def stage_vision(cfg: MiniTrainConfig, sets: dict[str, ImageSet], history: dict)
     start, opt_state = 0, None
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
-        encoder.load_state_dict(ckpt["encoder"])
+        encoder.load_state_dict(ckpt["encoder"], strict=False)  # the source net is trained by stage_source
         start, opt_state = ckpt["epoch"], ckpt["optimizer"]
         history["vision"] = ckpt["history"]
         history["seconds"] = ckpt.get("seconds", {})
@@ -143,6 +147,61 @@ def stage_vision(cfg: MiniTrainConfig, sets: dict[str, ImageSet], history: dict)
     return encoder.eval()
 
 
+def stage_source(cfg: MiniTrainConfig, sets: dict[str, ImageSet], encoder, history: dict) -> None:
+    """Stage 1b: the dataset-style net (which scene head applies), class-balanced over datasets; resumable."""
+    from finetune.mini_vision import augment, to_float
+
+    path = cfg.work / "source.pt"
+    if path.exists():
+        ckpt = torch.load(path, weights_only=False)
+        encoder.source.load_state_dict(ckpt["source"])
+        history["source"], history.setdefault("seconds", {})["source"] = ckpt["history"], ckpt["seconds"]
+        return
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    names = [n for n in SCENE_HEADS if n in sets]
+    train = {n: sets[n].index("train") for n in names}
+    per = max(len(v) for v in train.values())
+    imgs = torch.cat([sets[n].images[train[n][torch.arange(per) % len(train[n])]] for n in names])
+    labels = torch.cat([torch.full((per,), i) for i, n in enumerate(names)])
+    net = encoder.source
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.05)
+    steps = len(imgs) // cfg.vision.batch_size
+    bar = tqdm(total=steps * cfg.source_epochs, desc="source", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps * cfg.source_epochs)
+    stats = []
+    for epoch in range(cfg.source_epochs):
+        net.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        perm = torch.randperm(len(imgs), generator=gen)
+        for s in range(steps):
+            b = perm[s * cfg.vision.batch_size : (s + 1) * cfg.vision.batch_size]
+            # Crops near full size: the style cue is partly the ground resolution, which zooming would change.
+            x = augment(imgs[b], cfg.image_size, 0.85, gen)
+            loss = torch.nn.functional.cross_entropy(net(x), labels[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+        net.eval()
+        acc = {}
+        with torch.no_grad():
+            for i, n in enumerate(names):
+                idx = sets[n].index("val")
+                if len(idx):
+                    pred = torch.cat([net(to_float(sets[n].images[idx[j : j + 256]])).argmax(-1)
+                                      for j in range(0, len(idx), 256)])
+                    acc[f"val_acc_{n}"] = float((pred == i).float().mean())
+        stats.append({"epoch": epoch + 1, "loss": loss.item(), **acc})
+        bar.write(json.dumps(stats[-1]))
+    bar.close()
+    history["source"] = stats
+    history.setdefault("seconds", {})["source"] = time.time() - t0
+    torch.save({"source": net.state_dict(), "history": stats, "seconds": time.time() - t0}, path)
+
+
 def run(cfg: MiniTrainConfig) -> Path:
     """The whole pipeline; returns the output model directory."""
     torch.manual_seed(cfg.seed)
@@ -153,6 +212,7 @@ def run(cfg: MiniTrainConfig) -> Path:
     sets = load_images(cfg)
     history.setdefault("seconds", {})["images"] = time.time() - t0
     encoder = stage_vision(cfg, sets, history)
+    stage_source(cfg, sets, encoder, history)
     from finetune.mini_text import stage_decoder_and_export
 
     return stage_decoder_and_export(cfg, sets, encoder, history)

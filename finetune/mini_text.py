@@ -63,6 +63,32 @@ def stage_features(sets: dict[str, ImageSet], encoder, path: Path) -> dict:
     return feats
 
 
+@torch.no_grad()
+def gate_features(feats: dict, sets: dict[str, ImageSet], encoder, path: Path) -> dict:
+    """Replace feats["probs"] by the source-gated probabilities (8-view source average), as the model computes them."""
+    if encoder.source is None:
+        return feats
+    if path.exists():
+        source = torch.load(path, weights_only=False)
+    else:
+        encoder.eval()
+        rows = {}
+        for name, s in sets.items():
+            for i, stem in enumerate(s.stems):
+                if f"{name}/{stem}" in feats["index"]:
+                    rows[feats["index"][f"{name}/{stem}"]] = (name, i)
+        source = torch.zeros(len(feats["index"]), len(encoder.head_sizes))
+        order = sorted(rows)
+        for j in tqdm(range(0, len(order), 128), desc="source probs", mininterval=0.5 if sys.stderr.isatty() else 30):
+            chunk = order[j : j + 128]
+            x = torch.stack([to_float(sets[rows[r][0]].images[rows[r][1]][None])[0] for r in chunk])
+            views = dihedral_views(x)
+            n, b = views.shape[:2]
+            source[chunk] = encoder.source(views.flatten(0, 1)).softmax(-1).view(n, b, -1).mean(0)
+        torch.save(source, path)
+    return {**feats, "probs": encoder.gate(feats["probs"], source), "source": source}
+
+
 # --- conversations -> token ids --------------------------------------------------------------------------------
 def encode_conversation(tokenizer, messages: list[dict], num_image_tokens: int, with_image: bool = True
                         ) -> tuple[list[int], list[int]]:
@@ -156,6 +182,7 @@ def build_model(cfg, tokenizer, encoder):
     )
     config = RemoteGLMMiniConfig(
         text_config=text, vision_widths=list(cfg.widths), vision_depths=list(cfg.depths), vision_grid=4,
+        vision_source_widths=list(cfg.source_widths),
         image_size=cfg.image_size, vision_tta=True, scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -184,6 +211,7 @@ def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: d
     secs = history.setdefault("seconds", {})
     t0 = time.time()
     feats = stage_features(sets, encoder, cfg.work / "features.pt")
+    feats = gate_features(feats, sets, encoder, cfg.work / "source_probs.pt")
     secs.setdefault("features", time.time() - t0)
     conv = load_conversations(cfg)
     tok_dir = cfg.work / "tokenizer"

@@ -149,7 +149,7 @@ def train_vision(encoder, sets: dict[str, ImageSet], heads: dict[str, int], cfg:
             b = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             x = augment(images[b], cfg.train_size, cfg.min_scale, gen)
             y, hi = labels[b].to(device), head_idx[b].to(device)
-            logits = encoder(x, tta=False)["logits"]
+            logits = encoder.forward_view(x)[2]
             loss = scene_loss(logits, y, hi, sl_list, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -27,6 +27,8 @@ class RemoteGLMMiniConfig(PreTrainedConfig):
     vision_widths: list[int] | tuple[int, ...] = (32, 64, 128, 256)
     # Basic blocks per stage.
     vision_depths: list[int] | tuple[int, ...] = (1, 1, 1, 1)
+    # Widths of the tiny dataset-style CNN whose probabilities gate the scene heads (None: no gating).
+    vision_source_widths: list[int] | tuple[int, ...] | None = None
     # Side of the pooled feature grid; grid**2 grid tokens per image.
     vision_grid: int = 4
     # Square input side in pixels (the image processor resizes to it).
