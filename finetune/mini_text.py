@@ -259,7 +259,8 @@ def bucketed_batch(weights: torch.Tensor, lengths: torch.Tensor, batch: int, ste
 
 
 def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feats: dict, history: dict) -> None:
-    """Train projector + decoder (vision frozen) for cfg.decoder.steps steps; resumable from work/decoder.pt."""
+    """Train projector + decoder (vision frozen) for cfg.decoder.steps mixed steps, then focus_steps UCM-focused
+    ones; resumable from work/decoder.pt."""
     d = cfg.decoder
     for p in model.model.vision.parameters():
         p.requires_grad_(False)
@@ -276,21 +277,25 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
         history["seconds"] = ckpt["seconds"]
     secs = history.setdefault("seconds", {})
     weights = torch.tensor([d.ucm_weight if it[3] == "ucm" else 1.0 for it in train.items])
+    focus_weights = torch.tensor([d.focus_ucm_weight if it[3] == "ucm" else 1.0 for it in train.items])
+    total = d.steps + d.focus_steps
     lengths = torch.tensor([len(it[0]) for it in train.items])
     warm = min(200, d.steps // 10 + 1)
 
     def lr_at(step: int) -> float:
+        if step >= d.steps:  # UCM-focus phase
+            return d.focus_lr * 0.5 * (1 + math.cos(math.pi * (step - d.steps) / max(1, d.focus_steps)))
         if step < warm:
             return d.lr * (step + 1) / warm
         return d.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, d.steps - warm))))
 
-    bar = tqdm(total=d.steps, initial=start, desc="decoder", dynamic_ncols=True,
+    bar = tqdm(total=total, initial=start, desc="decoder", dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)
     model.train()
     model.model.vision.eval()
     t_prev, run_loss, run_n = time.time(), 0.0, 0
-    for step in range(start, d.steps):
-        idx = bucketed_batch(weights, lengths, d.batch_size, step, cfg.seed)
+    for step in range(start, total):
+        idx = bucketed_batch(weights if step < d.steps else focus_weights, lengths, d.batch_size, step, cfg.seed)
         ids, labels, mask, rows = train.batch(idx)
         views = torch.randint(0, 8, (len(idx),), generator=torch.Generator().manual_seed(cfg.seed + 7 * step))
         for gparam in opt.param_groups:
@@ -303,7 +308,7 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
         run_loss, run_n = run_loss + loss.item(), run_n + 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        if (step + 1) % d.val_every == 0 or step + 1 == d.steps:
+        if (step + 1) % d.val_every == 0 or step + 1 in (d.steps, total):
             stats = {"step": step + 1, "train_loss": run_loss / run_n, **validate(model, val, feats, d.batch_size)}
             run_loss, run_n = 0.0, 0
             history.setdefault("decoder", []).append(stats)

@@ -34,7 +34,7 @@ def make_data_root(root: Path) -> Path:
 
 TINY = [
     "--widths", "8,8,8,8", "--depths", "1,1,1,1", "--vision.epochs", "1", "--vision.batch-size", "4",
-    "--decoder.steps", "4", "--decoder.batch-size", "4", "--decoder.val-every", "2", "--decoder.val-samples", "4",
+    "--decoder.steps", "4", "--decoder.focus-steps", "2", "--decoder.batch-size", "4", "--decoder.val-every", "2", "--decoder.val-samples", "4",
     "--decoder.vocab-size", "400", "--decoder.hidden-size", "32", "--decoder.layers", "1", "--decoder.heads", "2",
     "--decoder.intermediate-size", "64",
 ]
@@ -58,7 +58,7 @@ def test_mini_training_script_writes_a_loadable_model(tmp_path: Path) -> None:
                  "training_curve.png", "chat_template.jinja"):
         assert (out / name).exists(), name
     history = json.loads((out / "training_history.json").read_text())
-    assert len(history["vision"]) == 1 and history["decoder"][-1]["step"] == 4
+    assert len(history["vision"]) == 1 and history["decoder"][-1]["step"] == 6
     assert "python -m finetune.mini" in (out / "README.md").read_text()
 
     model = AutoModelForImageTextToText.from_pretrained(out)
