@@ -5,7 +5,7 @@
 
 Prints (1) the ratio of one full chat turn through `ConversationService.ask` (history load from the database,
 prompt build, streamed generation, persistence of both messages) to a bare `model.generate` on the identical
-input, greedy, same number of new tokens (goal <= 1.05); (2) append-message and load-a-1000-message-conversation
+input, greedy, exactly --new-tokens new tokens on both sides (goal <= 1.05); (2) append-message and load-a-1000-message-conversation
 latencies (median, p95) on SQLite and, when given, PostgreSQL. Runs are interleaved so drift hits both sides.
 """
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.service import ConversationService  # noqa: E402
-from model_adapter import GenerationParams, load_backend  # noqa: E402
+from model_adapter import ChatMessage, GenerationParams, load_backend  # noqa: E402
 from settings import Settings  # noqa: E402
 from storage import ConversationStore  # noqa: E402
 
@@ -39,6 +39,8 @@ def pct(values: list[float], q: float) -> float:
 def bench_turn(model: str, new_tokens: int, reps: int, data_dir: Path) -> None:
     settings = Settings(model=model, data_dir=data_dir)
     backend = load_backend(settings)
+    # Both sides must write exactly `new_tokens` tokens: an end-of-answer token may not come earlier.
+    backend.model.generation_config.min_new_tokens = new_tokens
     service = ConversationService(backend, ConversationStore.from_settings(settings), settings)
     params = GenerationParams(max_new_tokens=new_tokens, do_sample=False)
     image = service.store.add_image(IMAGE.read_bytes())
@@ -51,10 +53,7 @@ def bench_turn(model: str, new_tokens: int, reps: int, data_dir: Path) -> None:
         return conv.id
 
     conv_id = fresh_conversation()
-    messages = service.build_messages(service.history(conv_id)) + []
-    from model_adapter.base import ChatMessage
-
-    messages.append(ChatMessage("user", "图中有多少架飞机？"))
+    messages = service.build_messages(service.history(conv_id)) + [ChatMessage("user", "图中有多少架飞机？")]
     _, inputs, gen_kwargs = backend._prepare([messages], params)
 
     def bare() -> tuple[float, int]:
@@ -63,25 +62,34 @@ def bench_turn(model: str, new_tokens: int, reps: int, data_dir: Path) -> None:
             out = backend.model.generate(**inputs, **gen_kwargs)
         return time.perf_counter() - start, out.shape[1] - inputs["input_ids"].shape[1]
 
-    def turn() -> tuple[float, int]:
+    def ask() -> tuple[float, int]:
         conv = fresh_conversation()
         start = time.perf_counter()
         answer = service.ask(conv, "图中有多少架飞机？", params=params)
         return time.perf_counter() - start, answer.completion_tokens
 
-    bare(), turn()  # warm-up
-    bare_times, turn_times = [], []
+    def streamed() -> tuple[float, int]:
+        conv = fresh_conversation()
+        start = time.perf_counter()
+        done = [e for e in service.send(conv, "图中有多少架飞机？", params=params) if e.kind == "done"][0]
+        return time.perf_counter() - start, done.completion.completion_tokens
+
+    runs = {"bare model.generate": bare, "service.ask (blocking)": ask, "service.send (streamed)": streamed}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()  # warm-up
     for _ in range(reps):
-        t, n_bare = bare()
-        bare_times.append(t)
-        t, n_turn = turn()
-        turn_times.append(t)
-    assert n_bare == n_turn, f"token counts differ: bare {n_bare}, service {n_turn}"
-    b, s = statistics.median(bare_times), statistics.median(turn_times)
-    print(f"model: {model}  new tokens per answer: {n_turn}  reps: {reps}  torch threads: {torch.get_num_threads()}")
-    print(f"bare model.generate      median {b * 1000:8.1f} ms   p95 {pct(bare_times, 0.95) * 1000:8.1f} ms")
-    print(f"service chat turn        median {s * 1000:8.1f} ms   p95 {pct(turn_times, 0.95) * 1000:8.1f} ms")
-    print(f"ratio service / bare     {s / b:.3f}   (goal <= 1.05)")
+        for name, fn in runs.items():
+            t, n = fn()
+            times[name].append(t)
+            assert n == new_tokens, f"{name} wrote {n} tokens, not {new_tokens}"
+    print(f"model: {model}  new tokens per answer: {new_tokens}  reps: {reps}  torch threads: {torch.get_num_threads()}")
+    base = statistics.median(times["bare model.generate"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:26s} median {median * 1000:8.1f} ms   p95 {pct(values, 0.95) * 1000:8.1f} ms   "
+              f"ratio to bare {median / base:.3f}")
+    print("goal: a full chat turn / bare generate <= 1.05")
     service.store.close()
 
 
@@ -111,7 +119,7 @@ def bench_storage(name: str, url: str, image_dir: Path, appends: int, loads: int
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory (default: a tiny random GLM-4V built in a temp dir)")
-    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64, help="exact number of new tokens per answer")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--postgres-url", help="also measure storage on this PostgreSQL URL (its tables are created)")
     parser.add_argument("--skip-turn", action="store_true", help="storage latencies only")

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, load_backend
+from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk, load_backend
 from model_adapter.images import ImageSource
 from settings import Settings
 from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound
@@ -100,10 +100,10 @@ class ConversationService:
     def send(
         self, conversation_id: str, text: str, image: ImageSource | ImageRef | None = None,
         params: GenerationParams | None = None, cancel: threading.Event | None = None,
-        image_name: str | None = None,
+        image_name: str | None = None, streaming: bool = True,
     ) -> Iterator[TurnEvent]:
-        """Store the user's turn and stream the answer. Raises ServiceError / ImageError before storing anything
-        when the input is unusable."""
+        """Store the user's turn and stream the answer (with streaming=False the answer arrives as one delta).
+        Raises ServiceError / ImageError before storing anything when the input is unusable."""
         text = (text or "").strip()
         if not text and image is None:
             raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
@@ -118,13 +118,14 @@ class ConversationService:
         if not conv.title:
             self.store.rename(conversation_id, text[:TITLE_CHARS] or "图像对话")
         yield TurnEvent("user", conversation_id, user.id, text)
-        yield from self._answer(conversation_id, params, cancel)
+        yield from self._answer(conversation_id, params, cancel, streaming)
 
     def ask(self, conversation_id: str, text: str, image: ImageSource | ImageRef | None = None,
             params: GenerationParams | None = None) -> MessageView:
-        """Blocking turn; returns the stored answer. Raises ServiceError if generation failed."""
+        """Blocking turn (no token streaming, so no per-token overhead); returns the stored answer.
+        Raises ServiceError if generation failed."""
         last = None
-        for event in self.send(conversation_id, text, image, params):
+        for event in self.send(conversation_id, text, image, params, streaming=False):
             last = event
         if last is None or last.kind == "error":
             raise ServiceError(last.error if last else "no answer")
@@ -179,8 +180,12 @@ class ConversationService:
         stored = GenerationParams(**{k: v for k, v in conv.settings.items() if k in known})
         return stored.merged(params)
 
+    def _whole(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[StreamChunk]:
+        completion = self.backend.generate(messages, params)
+        yield StreamChunk(completion.text, completion)
+
     def _answer(self, conversation_id: str, params: GenerationParams | None,
-                cancel: threading.Event | None) -> Iterator[TurnEvent]:
+                cancel: threading.Event | None, streaming: bool = True) -> Iterator[TurnEvent]:
         conv = self.store.get(conversation_id)
         messages = self.build_messages(conv)
         effective = self.effective_params(conv, params)
@@ -189,7 +194,7 @@ class ConversationService:
         started = time.perf_counter()
         last_flush = started
         finished = False
-        stream = self.backend.stream(messages, effective, cancel)
+        stream = self.backend.stream(messages, effective, cancel) if streaming else self._whole(messages, effective)
         try:
             completion = None
             for chunk in stream:
