@@ -122,11 +122,14 @@ def parse_count(answer: str) -> int | None:
 
 
 def faithfulness(answers: list[str], references: list[list[str]]) -> dict:
-    """Share of answers naming at least one glossary object that none of their references mentions."""
+    """Share of answers naming at least one glossary object that none of their references mentions; also the same
+    ignoring the ubiquitous objects (trees, roads, buildings, houses, cars) that captions often leave out."""
     bad = [unsupported_objects(a, r) for a, r in zip(answers, references)]
+    distinctive = [unsupported_objects(a, r, distinctive_only=True) for a, r in zip(answers, references)]
     n_bad = sum(1 for b in bad if b)
     objects = Counter(o for b in bad for o in b)
     return {"unfaithful_rate": n_bad / max(len(answers), 1), "unfaithful_answers": n_bad, "answers": len(answers),
+            "unfaithful_rate_distinctive": sum(1 for b in distinctive if b) / max(len(answers), 1),
             "unsupported_objects": dict(objects.most_common(10))}
 
 

@@ -236,7 +236,9 @@ def markdown(report: dict) -> str:
         if task in t:
             f = t[task]["faithfulness"]
             lines.append(f"- {task}: {f['unfaithful_rate']:.1%} of answers name a glossary object no reference "
-                         f"mentions ({f['unsupported_objects']}); {t[task]['distinct_answers']} distinct answers; "
+                         f"mentions ({f['unsupported_objects']}); {f.get('unfaithful_rate_distinctive', 0):.1%} "
+                         f"counting only distinctive objects (not trees, roads, buildings, houses, cars); "
+                         f"{t[task]['distinct_answers']} distinct answers; "
                          f"{t[task]['answers_equal_to_a_class_stock_sentence']:.1%} are exactly some class's most "
                          f"common training caption (the rest say more or other than the stock sentence).")
     lines.append(f"- Prompts: " + "; ".join(f"{k}: `{v}`" for k, v in report["prompts"].items())

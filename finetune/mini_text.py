@@ -185,6 +185,7 @@ def build_model(cfg, tokenizer, encoder):
         vision_source_widths=list(cfg.source_widths),
         image_size=cfg.image_size, vision_tta=True, scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=True,
+        scene_token_heads=["ucm"] if cfg.decoder.focus_steps else None,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(cfg.seed)
@@ -277,8 +278,10 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
         history["seconds"] = ckpt["seconds"]
     secs = history.setdefault("seconds", {})
     weights = torch.tensor([d.ucm_weight if it[3] == "ucm" else 1.0 for it in train.items])
-    focus_weights = torch.tensor([d.focus_ucm_weight if it[3] == "ucm" else 1.0 for it in train.items])
+    focus_weights = torch.tensor([1.0 if it[3] == "ucm" else d.focus_other_weight for it in train.items])
     total = d.steps + d.focus_steps
+    # The focus phase (and the exported model) feed only the UCM head's probabilities into the scene token.
+    focus_feats = {**feats, "probs": feats["probs"] * torch.tensor(model.config.scene_token_mask())}
     lengths = torch.tensor([len(it[0]) for it in train.items])
     warm = min(200, d.steps // 10 + 1)
 
@@ -300,7 +303,7 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
         views = torch.randint(0, 8, (len(idx),), generator=torch.Generator().manual_seed(cfg.seed + 7 * step))
         for gparam in opt.param_groups:
             gparam["lr"] = lr_at(step)
-        loss, _, _ = decoder_loss(model, feats, ids, labels, mask, rows, views)
+        loss, _, _ = decoder_loss(model, feats if step < d.steps else focus_feats, ids, labels, mask, rows, views)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -309,7 +312,9 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if (step + 1) % d.val_every == 0 or step + 1 in (d.steps, total):
-            stats = {"step": step + 1, "train_loss": run_loss / run_n, **validate(model, val, feats, d.batch_size)}
+            phase_feats = feats if step + 1 <= d.steps else focus_feats
+            stats = {"step": step + 1, "train_loss": run_loss / run_n,
+                     **validate(model, val, phase_feats, d.batch_size)}
             run_loss, run_n = 0.0, 0
             history.setdefault("decoder", []).append(stats)
             secs["decoder"] = secs.get("decoder", 0.0) + time.time() - t_prev

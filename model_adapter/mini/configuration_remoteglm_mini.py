@@ -37,12 +37,20 @@ class RemoteGLMMiniConfig(PreTrainedConfig):
     vision_tta: bool = True
     # Scene heads of the auxiliary classifier: name -> class keys (e.g. {"ucm": [...21], "rsicd": [...30]}).
     scene_heads: dict | None = None
+    # Heads whose probabilities feed the scene token (None: all). The shipped model uses ["ucm"]: see its card.
+    scene_token_heads: list[str] | None = None
     image_token_id: int = 5
     tie_word_embeddings: bool = True
 
     @property
     def num_image_tokens(self) -> int:
         return 2 + self.vision_grid * self.vision_grid
+
+    def scene_token_mask(self) -> list[float]:
+        """1.0 for the scene classes of the heads in `scene_token_heads` (all when None), else 0.0."""
+        heads = self.scene_heads or {}
+        keep = set(self.scene_token_heads) if self.scene_token_heads else set(heads)
+        return [1.0 if name in keep else 0.0 for name, classes in heads.items() for _ in classes]
 
     @property
     def num_scene_classes(self) -> int:

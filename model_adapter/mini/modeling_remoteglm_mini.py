@@ -88,7 +88,10 @@ class RemoteGLMMiniModel(RemoteGLMMiniPreTrainedModel):
     def get_image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(I,3,S,S) -> visual embeddings (I, N, d) and scene logits (I, K)."""
         feats = self.vision(pixel_values, tta=self.config.vision_tta and not self.training)
-        return self.projector(feats["global"], feats["probs"], feats["grid"]), feats["logits"]
+        probs = feats["probs"]
+        if self.config.scene_token_heads:
+            probs = probs * probs.new_tensor(self.config.scene_token_mask())
+        return self.projector(feats["global"], probs, feats["grid"]), feats["logits"]
 
     def forward(
         self,

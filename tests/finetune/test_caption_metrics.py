@@ -56,6 +56,9 @@ def test_faithfulness_counts_answers_with_unmentioned_objects() -> None:
     f = faithfulness(["图中有两架飞机和一个储罐。", "有很多飞机。"], [["机场里有很多飞机。"], ["机场里有很多飞机。"]])
     assert f["unfaithful_answers"] == 1 and f["unfaithful_rate"] == 0.5
     assert f["unsupported_objects"] == {"storage_tank": 1}
+    # Trees are ubiquitous: an answer adding only trees counts in the plain rate, not in the distinctive one.
+    f = faithfulness(["机场里有很多飞机和树。"], [["机场里有很多飞机。"]])
+    assert f["unfaithful_rate"] == 1.0 and f["unfaithful_rate_distinctive"] == 0.0
 
 
 def test_stock_sentence_and_confusion() -> None:
