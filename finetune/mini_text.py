@@ -185,7 +185,7 @@ def build_model(cfg, tokenizer, encoder):
         vision_source_widths=list(cfg.source_widths),
         image_size=cfg.image_size, vision_tta=True, scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=True,
-        scene_token_heads=["ucm"] if cfg.decoder.focus_steps else None,
+        scene_token_heads=["ucm"] if cfg.decoder.focus_steps and cfg.decoder.focus_ucm_scene_token else None,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(cfg.seed)
