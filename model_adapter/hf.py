@@ -106,6 +106,8 @@ class HFBackend(ChatBackend):
         self.quirks = quirks_for(self.model.config.model_type)
         own = self.model.generation_config.to_diff_dict()
         self.model_defaults = {k: own[k] for k in ORIGINAL_GENERATION_DEFAULTS if k in own}
+        if own.get("do_sample") is False:  # the checkpoint asks for greedy decoding (RemoteGLM-mini does)
+            self.model_defaults["temperature"] = 0.0
         self.model_defaults.update(generation_overrides or {})
         self.eos_ids = _as_set(self.model.generation_config.eos_token_id) | _as_set(self.tokenizer.eos_token_id)
         self.pad_id = self.model.generation_config.pad_token_id

@@ -136,6 +136,14 @@ def test_model_generation_config_overrides_original_defaults(tiny_glm4v_dir, tmp
     backend = load_backend(model=str(tmp_path))
     assert backend.model_defaults == {"temperature": 0.6}
 
+    model.generation_config.do_sample = False  # a checkpoint that asks for greedy decoding gets it by default
+    model.generation_config.temperature = None
+    model.save_pretrained(tmp_path)
+    greedy = load_backend(model=str(tmp_path))
+    assert greedy.model_defaults == {"temperature": 0.0}
+    assert resolve_generation(GenerationParams(), greedy.model_defaults, 512, 4096)["do_sample"] is False
+    assert resolve_generation(GenerationParams(temperature=0.7), greedy.model_defaults, 512, 4096)["do_sample"]
+
 
 def test_concurrent_callers_each_get_their_own_answer(tiny_glm4v_dir, image):
     backend = load_backend(model=str(tiny_glm4v_dir))
