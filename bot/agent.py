@@ -37,7 +37,7 @@ from PIL import Image
 from pydantic import Field, SecretStr
 
 from bot.scene import Box, describe_metadata, map_bounds, read_metadata, rescaled, resolve_box, tile_grid
-from bot.service import TITLE_CHARS, ServiceError
+from bot.service import TITLE_CHARS, ServiceError, clean_question
 from model_adapter import ChatBackend, ChatMessage, GenerationParams, load_backend, load_image
 from model_adapter.images import downscale
 from settings import Settings
@@ -192,12 +192,9 @@ class RemoteSensingAgent:
         Yields 'user' (question stored), one 'step' per finished tool call (for a progress display), then 'done'
         or 'error' with the `AgentReply`. Raises ServiceError / ImageError / NotFound before storing anything
         when the input is unusable; closing the iterator early keeps the turn as 'interrupted'."""
-        text = (text or "").strip()
-        if not text:
+        text = clean_question(text, self.settings.max_question_chars, image_given=True)
+        if not text:  # unlike a chat turn, an agent turn needs a question even with an image
             raise ServiceError("请输入问题 (please type a question)")
-        if len(text) > self.settings.max_question_chars:
-            raise ServiceError(f"问题过长 (question too long: {len(text)} characters, limit "
-                               f"{self.settings.max_question_chars})")
         conv = self.store.get(conversation_id)
         images: list[ImageRef] = []
         if image is not None:

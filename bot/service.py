@@ -40,6 +40,17 @@ class ServiceError(ValueError):
     """The request cannot be served as given (empty or too long question...); the message is for the user."""
 
 
+def clean_question(text: str | None, limit: int, image_given: bool = False) -> str:
+    """The stripped question, or ServiceError when it is empty (and no image comes with it) or over `limit`."""
+    text = (text or "").strip()
+    if not text and not image_given:
+        raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
+    if len(text) > limit:
+        raise ServiceError(f"问题过长（{len(text)} 字），上限为 {limit} 字 "
+                           f"(question too long: {len(text)} characters, limit {limit})")
+    return text
+
+
 @dataclass
 class TurnEvent:
     """One step of a turn, for whoever displays it.
@@ -104,14 +115,7 @@ class ConversationService:
     ) -> Iterator[TurnEvent]:
         """Store the user's turn and stream the answer (with streaming=False the answer arrives as one delta).
         Raises ServiceError / ImageError before storing anything when the input is unusable."""
-        text = (text or "").strip()
-        if not text and image is None:
-            raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
-        if len(text) > self.settings.max_question_chars:
-            raise ServiceError(
-                f"问题过长（{len(text)} 字），上限为 {self.settings.max_question_chars} 字 "
-                f"(question too long: {len(text)} characters, limit {self.settings.max_question_chars})"
-            )
+        text = clean_question(text, self.settings.max_question_chars, image_given=image is not None)
         conv = self.store.get(conversation_id)  # NotFound before anything is stored
         images = [] if image is None else [image if isinstance(image, ImageRef) else self.store.add_image(image, image_name)]
         user = self.store.append_message(conversation_id, "user", text, images)
@@ -146,15 +150,11 @@ class ConversationService:
     def edit_last(self, conversation_id: str, text: str, params: GenerationParams | None = None,
                   cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
         """Replace the last question's text (its image stays) and answer it anew."""
-        text = (text or "").strip()
         conv = self.store.get(conversation_id)
         users = [m for m in conv.messages if m.role == "user"]
         if not users:
             raise ServiceError("还没有可以编辑的问题 (no question to edit yet)")
-        if not text and not users[-1].images:
-            raise ServiceError("请输入问题 (please type a question)")
-        if len(text) > self.settings.max_question_chars:
-            raise ServiceError(f"问题过长 (question too long: {len(text)} characters)")
+        text = clean_question(text, self.settings.max_question_chars, image_given=bool(users[-1].images))
         self.store.update_message(users[-1].id, text=text)
         for message in conv.messages:
             if message.id > users[-1].id:
