@@ -9,6 +9,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .vision_remoteglm_mini import head_list
+
 
 class RemoteGLMMiniConfig(PreTrainedConfig):
     """Config for `RemoteGLMMiniForConditionalGeneration`.
@@ -35,12 +37,23 @@ class RemoteGLMMiniConfig(PreTrainedConfig):
     image_size: int = 128
     # Average the global feature and scene probabilities over the 8 dihedral views at inference.
     vision_tta: bool = True
-    # Scene heads of the auxiliary classifier: name -> class keys (e.g. {"ucm": [...21], "rsicd": [...30]}).
-    scene_heads: dict | None = None
+    # Scene heads of the auxiliary classifier, in logit order: [[name, [class keys...]], ...] (a dict is accepted
+    # and converted). NOTE: stored as a list because config.json is written with sorted keys: a dict came back as
+    # {"rsicd", "ucm"} and split the logits in the wrong places.
+    scene_heads: list | dict | None = None
     # Heads whose probabilities feed the scene token (None: all). The shipped model uses ["ucm"]: see its card.
     scene_token_heads: list[str] | None = None
+    # What the scene token sees of each head: "probs" (its 8-view-averaged probabilities) or "onehot" (its top class
+    # only). NOTE: "onehot" was introduced because the heads are far more confident on their own training images
+    # (mean top probability 0.76 on UCM train vs 0.53 on UCM val), so a decoder trained on probabilities meets
+    # unfamiliar, flatter inputs at test time; a top-class indicator looks the same on both.
+    scene_token: str = "probs"
     image_token_id: int = 5
     tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.scene_heads = head_list(self.scene_heads)
 
     @property
     def num_image_tokens(self) -> int:
@@ -48,13 +61,13 @@ class RemoteGLMMiniConfig(PreTrainedConfig):
 
     def scene_token_mask(self) -> list[float]:
         """1.0 for the scene classes of the heads in `scene_token_heads` (all when None), else 0.0."""
-        heads = self.scene_heads or {}
-        keep = set(self.scene_token_heads) if self.scene_token_heads else set(heads)
-        return [1.0 if name in keep else 0.0 for name, classes in heads.items() for _ in classes]
+        heads = head_list(self.scene_heads)
+        keep = set(self.scene_token_heads) if self.scene_token_heads else {name for name, _ in heads}
+        return [1.0 if name in keep else 0.0 for name, classes in heads for _ in classes]
 
     @property
     def num_scene_classes(self) -> int:
-        return sum(len(v) for v in (self.scene_heads or {}).values())
+        return sum(len(classes) for _, classes in head_list(self.scene_heads))
 
 
 __all__ = ["RemoteGLMMiniConfig"]

@@ -22,7 +22,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_remoteglm_mini import RemoteGLMMiniConfig
-from .vision_remoteglm_mini import VisionEncoder, dihedral_views
+from .vision_remoteglm_mini import VisionEncoder, dihedral_views, head_list
 
 
 class VisualProjector(nn.Module):
@@ -34,9 +34,25 @@ class VisualProjector(nn.Module):
         self.feat = nn.Sequential(nn.Linear(feat_dim, d), nn.GELU(), nn.Linear(d, d))
         self.scene = nn.Linear(max(config.num_scene_classes, 1), d)
         self.slot = nn.Parameter(torch.zeros(config.num_image_tokens, d))
+        if config.scene_token not in ("probs", "onehot"):
+            raise ValueError(f"scene_token must be 'probs' or 'onehot', got {config.scene_token!r}")
+        self.onehot = config.scene_token == "onehot"
+        self.head_sizes = [len(classes) for _, classes in head_list(config.scene_heads)] or [1]
+
+    def scene_input(self, probs: torch.Tensor) -> torch.Tensor:
+        """The scene token's input: the probabilities, or per head a one-hot of its top class (a head masked to all
+        zeros stays zero)."""
+        if not self.onehot:
+            return probs
+        parts = []
+        for p in probs.split(self.head_sizes, dim=-1):
+            top = F.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype)
+            parts.append(top * (p.sum(-1, keepdim=True) > 0))
+        return torch.cat(parts, dim=-1)
 
     def forward(self, pooled: torch.Tensor, probs: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        tokens = torch.cat([self.feat(pooled)[:, None], self.scene(probs)[:, None], self.feat(grid)], dim=1)
+        scene = self.scene(self.scene_input(probs))
+        tokens = torch.cat([self.feat(pooled)[:, None], scene[:, None], self.feat(grid)], dim=1)
         return tokens + self.slot
 
 

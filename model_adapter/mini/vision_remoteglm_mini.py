@@ -11,6 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def head_list(scene_heads: list | dict | None) -> list[list]:
+    """Scene heads as an ordered [[name, classes], ...] list, from that list or from an (insertion-ordered) dict."""
+    if not scene_heads:
+        return []
+    items = scene_heads.items() if isinstance(scene_heads, dict) else scene_heads
+    return [[name, list(classes)] for name, classes in items]
+
+
 def dihedral_views(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (8, B, C, H, W): the 4 rotations of x and of its horizontal mirror; view 0 is x."""
     flipped = x.flip(-1)
@@ -84,11 +92,11 @@ class VisionEncoder(nn.Module):
     """ResNet + scene classifier. Returns raw features; projection into the decoder lives in `VisualProjector`."""
 
     def __init__(self, config):
-        """`config`: any object with vision_widths, vision_depths, vision_grid, scene_heads."""
+        """`config`: any object with vision_widths, vision_depths, vision_grid, scene_heads (ordered list or dict)."""
         super().__init__()
         self.grid = config.vision_grid
         self.backbone = MiniResNet(list(config.vision_widths), list(config.vision_depths))
-        self.head_sizes = [len(v) for v in (config.scene_heads or {}).values()] or [1]
+        self.head_sizes = [len(classes) for _, classes in head_list(config.scene_heads)] or [1]
         self.dropout = nn.Dropout(0.2)
         self.scene_head = nn.Linear(self.backbone.out_channels, sum(self.head_sizes))
         widths = getattr(config, "vision_source_widths", None)
@@ -134,4 +142,4 @@ class VisionEncoder(nn.Module):
         }
 
 
-__all__ = ["BasicBlock", "MiniResNet", "SourceNet", "VisionEncoder", "dihedral_views"]
+__all__ = ["BasicBlock", "MiniResNet", "SourceNet", "VisionEncoder", "dihedral_views", "head_list"]

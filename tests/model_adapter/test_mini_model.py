@@ -121,3 +121,27 @@ def test_dihedral_feature_average_is_rotation_invariant(loaded) -> None:
     rotated = model.model.vision(torch.rot90(x, 1, dims=(-2, -1)).flip(-1), tta=True)
     assert torch.allclose(feats["global"], rotated["global"], atol=1e-5)
     assert torch.allclose(feats["probs"], rotated["probs"], atol=1e-5)
+
+
+def test_onehot_scene_token_keeps_only_each_heads_top_class(tiny_mini_dir) -> None:
+    from model_adapter.mini import RemoteGLMMiniConfig
+    from model_adapter.mini.modeling_remoteglm_mini import VisualProjector
+
+    config = RemoteGLMMiniConfig.from_pretrained(tiny_mini_dir)
+    # the heads come back in logit order although config.json is written with sorted keys
+    assert config.scene_heads == [["ucm", ["a", "b"]], ["rsicd", ["c"]]]
+    assert AutoModelForImageTextToText.from_pretrained(tiny_mini_dir).model.vision.head_sizes == [2, 1]
+    config.scene_token = "onehot"
+    projector = VisualProjector(config, feat_dim=8)
+    # heads: ucm (2 classes), rsicd (1 class); the second row's rsicd head is masked out (all zeros)
+    probs = torch.tensor([[0.3, 0.7, 1.0], [0.6, 0.4, 0.0]])
+    assert projector.scene_input(probs).tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
+    pooled, grid = torch.randn(1, 8), torch.randn(1, 16, 8)
+    a = projector(pooled, torch.tensor([[0.45, 0.55, 1.0]]), grid)
+    b = projector(pooled, torch.tensor([[0.05, 0.95, 1.0]]), grid)
+    assert torch.equal(a, b)  # same top class, same scene token
+    config.scene_token = "probs"
+    assert not torch.equal(VisualProjector(config, 8).scene_input(probs), projector.scene_input(probs))
+    config.scene_token = "top3"
+    with pytest.raises(ValueError, match="scene_token"):
+        VisualProjector(config, 8)
