@@ -35,7 +35,7 @@ class DecoderTrainConfig:
     """Stage-3 hyper-parameters."""
 
     steps: int = 2400
-    """Optimizer steps over the conversation data (sampled with `task_weights`)."""
+    """Optimizer steps over the conversation data (conversations sampled with `ucm_weight`)."""
     batch_size: int = 48
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -48,6 +48,7 @@ class DecoderTrainConfig:
     heads: int = 4
     intermediate_size: int = 512
     ucm_weight: float = 3.0
+    """Sampling weight of UCM conversations relative to RSICD / Sydney ones (UCM is the benchmark)."""
     focus_steps: int = 800
     """Extra steps after `steps` on UCM conversations (others sampled with `focus_other_weight`), lr `focus_lr`
     cosine to 0. NOTE: after the mixed steps the decoder named RSICD classes for 1 in 4 UCM test images (scene
@@ -60,7 +61,9 @@ class DecoderTrainConfig:
     NOTE: measured worse (UCM test scene accuracy 0.54 vs 0.79, BLEU-4 0.44 vs 0.59): without the RSICD half the
     decoder leans on memorised training features; off by default."""
     focus_lr: float = 5e-4
-    """Sampling weight of UCM conversations relative to RSICD / Sydney ones (UCM is the benchmark)."""
+    """Peak learning rate of the focus phase (cosine to 0)."""
+    scene_token: str = "probs"
+    """What the scene token sees of each scene head: "probs" or "onehot" (top class); see RemoteGLMMiniConfig."""
 
 
 @dataclass

@@ -8,6 +8,7 @@ with loss on the assistant turns only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -46,10 +47,26 @@ def encode_views(encoder, images: torch.Tensor, batch: int = 64, desc: str = "fe
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def stage_features(sets: dict[str, ImageSet], encoder, path: Path) -> dict:
-    """Features of every train/val image, keyed by "dataset/stem" -> row; cached in `path`."""
+    """Features of every train/val image, keyed by "dataset/stem" -> row; cached in `path` together with the
+    encoder's digest, and recomputed when the cache was made by another encoder (a retrained or changed vision
+    stage in the same work folder would otherwise train the decoder on another encoder's features)."""
+    digest = state_digest(encoder)
     if path.exists():
-        return torch.load(path, weights_only=False)
+        feats = torch.load(path, weights_only=False)
+        if feats.get("encoder_digest") == digest:
+            return feats
+        print(f"{path}: made by another vision encoder; recomputing", file=sys.stderr)
     keys, chunks = [], []
     for name, s in sets.items():
         idx = torch.tensor([i for i, sp in enumerate(s.splits) if sp in ("train", "val")], dtype=torch.long)
@@ -59,6 +76,7 @@ def stage_features(sets: dict[str, ImageSet], encoder, path: Path) -> dict:
         chunks.append(encode_views(encoder, s.images[idx], desc=f"features {name}"))
     feats = {k: torch.cat([c[k] for c in chunks]) for k in ("global", "probs", "grid")}
     feats["index"] = {k: i for i, k in enumerate(keys)}
+    feats["encoder_digest"] = digest
     torch.save(feats, path)
     return feats
 
@@ -186,6 +204,7 @@ def build_model(cfg, tokenizer, encoder):
         image_size=cfg.image_size, vision_tta=True, scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=True,
         scene_token_heads=["ucm"] if cfg.decoder.focus_steps and cfg.decoder.focus_ucm_scene_token else None,
+        scene_token=cfg.decoder.scene_token,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(cfg.seed)

@@ -80,3 +80,32 @@ def test_mini_training_script_writes_a_loadable_model(tmp_path: Path) -> None:
     before = torch.load(work / "decoder.pt", weights_only=False)["step"]
     assert main(args) == 0
     assert torch.load(work / "decoder.pt", weights_only=False)["step"] == before
+
+
+def test_feature_cache_is_recomputed_for_another_encoder(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from finetune import mini_text
+    from finetune.mini_images import ImageSet
+    from model_adapter.mini.vision_remoteglm_mini import VisionEncoder
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    sets = {"ucm": ImageSet(images, torch.tensor([0, 1, 0]), ["train", "val", "test"], ["a", "b", "c"])}
+    encoder = VisionEncoder(SimpleNamespace(vision_widths=[8, 8, 8, 8], vision_depths=[1, 1, 1, 1], vision_grid=2,
+                                            scene_heads={"ucm": ["x", "y"]})).eval()
+    calls = []
+    real = mini_text.encode_views
+    monkeypatch.setattr(mini_text, "encode_views", lambda *a, **k: calls.append(1) or real(*a, **k))
+    path = tmp_path / "features.pt"
+
+    first = mini_text.stage_features(sets, encoder, path)
+    assert sorted(first["index"]) == ["ucm/a", "ucm/b"] and len(calls) == 1
+    assert torch.equal(mini_text.stage_features(sets, encoder, path)["probs"], first["probs"]) and len(calls) == 1
+
+    with torch.no_grad():
+        encoder.scene_head.bias.copy_(torch.tensor([5.0, -5.0]))  # another scene head, same backbone
+    again = mini_text.stage_features(sets, encoder, path)
+    assert len(calls) == 2
+    assert torch.equal(again["global"], first["global"]) and not torch.equal(again["probs"], first["probs"])
+    assert torch.load(path, weights_only=False)["encoder_digest"] == mini_text.state_digest(encoder)
