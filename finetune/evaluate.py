@@ -157,6 +157,8 @@ def score(cfg: EvalConfig, items: list[Item], train_refs: dict) -> dict:
             table = stock if lang == "en" else stock_zh
             oracle = {str(i): table.get(it.label, table.get(None, "")) for i, it in enumerate(group)}
             res["class_stock_baseline"] = caption_scores(oracle, refs, lang, meteor=False)
+            res["class_stock_baseline_faithfulness"] = faithfulness(list(oracle.values()),
+                                                                    [it.references for it in group])
             stock_set = {normalise_sentence(s) for s in table.values()}
             same = sum(normalise_sentence(it.answer) in stock_set for it in group)
             res["answers_equal_to_a_class_stock_sentence"] = same / len(group)
@@ -241,6 +243,12 @@ def markdown(report: dict) -> str:
                          f"{t[task]['distinct_answers']} distinct answers; "
                          f"{t[task]['answers_equal_to_a_class_stock_sentence']:.1%} are exactly some class's most "
                          f"common training caption (the rest say more or other than the stock sentence).")
+            fb = t[task].get("class_stock_baseline_faithfulness")
+            if fb:
+                lines.append(f"  The class stock sentence of the right class scores {fb['unfaithful_rate']:.1%} / "
+                             f"{fb['unfaithful_rate_distinctive']:.1%} on the same two measures: a sentence "
+                             f"true of the class can still name a road or building this image's five captions "
+                             f"leave out.")
     lines.append(f"- Prompts: " + "; ".join(f"{k}: `{v}`" for k, v in report["prompts"].items())
                  + "; presence / count: the data builder's questions (finetune/prompt_pools). Greedy decoding.")
     lines.append("- English: pycocoevalcap with its PTB tokenizer; Chinese: character level (punctuation dropped), "
