@@ -82,6 +82,9 @@ class MiniTrainConfig:
     img/s for the vision stage under load); use 2+ on an idle machine."""
     image_size: int = 128
     """Cached / inference image side; training crops are `vision.train_size`."""
+    scene_crop: float = 0.75
+    """Scene probabilities at inference (and in the decoder's training features) from 5 crops of this fraction of
+    the side x 4 rotations; 0 = the whole image's 8 views (RemoteGLMMiniConfig.vision_scene_crop)."""
     widths: tuple[int, ...] = (32, 64, 128, 256)
     depths: tuple[int, ...] = (2, 2, 2, 2)
     source_widths: tuple[int, ...] = ()
@@ -100,7 +103,7 @@ def vision_config(cfg: MiniTrainConfig):
 
     return SimpleNamespace(
         vision_widths=list(cfg.widths), vision_depths=list(cfg.depths), vision_grid=4,
-        vision_source_widths=list(cfg.source_widths),
+        vision_source_widths=list(cfg.source_widths), vision_scene_crop=cfg.scene_crop,
         scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
     )
 

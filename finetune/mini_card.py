@@ -95,6 +95,14 @@ def _asdict(cfg) -> dict:
     return asdict(cfg)
 
 
+def scene_token_text(model_cfg: dict) -> str:
+    crop = model_cfg.get("vision_scene_crop") or 0
+    views = (f"5 crops of {crop:g} of the side x 4 rotations" if crop else "the 8 dihedral views")
+    if model_cfg.get("scene_token", "probs") == "onehot":
+        return f"each scene head's top class, from its probabilities averaged over {views}"
+    return f"the scene heads' probabilities averaged over {views}"
+
+
 def render_card(out: Path) -> None:
     cfg = json.loads((out / "training_config.json").read_text())
     history = json.loads((out / "training_history.json").read_text()) if (out / "training_history.json").exists() else {}
@@ -128,7 +136,7 @@ processor = AutoProcessor.from_pretrained("checkpoints/remoteglm-mini")
 | part | parameters | what |
 |---|---|---|
 | vision encoder | {params.get('vision', 0) / 1e6:.2f} M | ResNet, widths {model_cfg['vision_widths']}, blocks {model_cfg['vision_depths']}, stride-4 stem, {model_cfg['image_size']} px input; scene heads UCM (21) + RSICD (30) |
-| projector | {params.get('projector', 0) / 1e6:.2f} M | global feature + scene probabilities (both averaged over the 8 dihedral views) + {model_cfg['vision_grid']}x{model_cfg['vision_grid']} grid = {2 + model_cfg['vision_grid'] ** 2} visual tokens |
+| projector | {params.get('projector', 0) / 1e6:.2f} M | global feature (averaged over the 8 dihedral views) + scene token ({scene_token_text(model_cfg)}) + {model_cfg['vision_grid']}x{model_cfg['vision_grid']} grid = {2 + model_cfg['vision_grid'] ** 2} visual tokens |
 | decoder | {params.get('decoder', 0) / 1e6:.2f} M | Llama: {t['num_hidden_layers']} layers, d={t['hidden_size']}, {t['num_attention_heads']} heads, MLP {t['intermediate_size']}, RoPE, tied embeddings; byte-level BPE vocabulary of {t['vocab_size']} (one token per common Chinese character, whole English words) |
 
 Prompt format (chat template): `<|user|><image>问题<|assistant|>答案<|end|>`; the processor expands `<image>`
@@ -153,7 +161,7 @@ Seed {cfg['seed']}, {cfg['threads']} torch thread(s), resumable (same command). 
 shared 2-core machine: image cache {secs.get('images', 0) / 60:.1f} min; vision {cfg['vision']['epochs']} epochs
 (AdamW lr {cfg['vision']['lr']}, random dihedral view + random crop scale >= {cfg['vision']['min_scale']} resized to
 {cfg['vision']['train_size']} px, label smoothing {cfg['vision']['label_smoothing']}) {secs.get('vision', 0) / 60:.1f} min;
-features (8 views per image) {secs.get('features', 0) / 60:.1f} min; decoder {cfg['decoder']['steps']} steps x
+features (the same views as at inference) {secs.get('features', 0) / 60:.1f} min; decoder {cfg['decoder']['steps']} steps x
 {cfg['decoder']['batch_size']} conversations (AdamW lr {cfg['decoder']['lr']}, vision frozen), then
 {cfg['decoder'].get('focus_steps', 0)} steps on UCM conversations only (lr {cfg['decoder'].get('focus_lr', 0)}, see the design notes)
 {secs.get('decoder', 0) / 60:.1f} min. Total {total_min:.1f} min.

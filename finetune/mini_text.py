@@ -42,7 +42,10 @@ def encode_views(encoder, images: torch.Tensor, batch: int = 64, desc: str = "fe
         n, b = views.shape[:2]
         pooled, grid, logits = encoder.forward_view(views.flatten(0, 1))
         out["global"].append(pooled.view(n, b, -1).mean(0))
-        out["probs"].append(encoder.scene_probs(logits).view(n, b, -1).mean(0))
+        if encoder.scene_crop:
+            out["probs"].append(encoder.tta_scene_probs(x))  # the same views as the model at inference
+        else:
+            out["probs"].append(encoder.scene_probs(logits).view(n, b, -1).mean(0))
         out["grid"].append(grid.view(n, b, *grid.shape[1:]).transpose(0, 1).half())
     return {k: torch.cat(v) for k, v in out.items()}
 
@@ -61,7 +64,7 @@ def stage_features(sets: dict[str, ImageSet], encoder, path: Path) -> dict:
     """Features of every train/val image, keyed by "dataset/stem" -> row; cached in `path` together with the
     encoder's digest, and recomputed when the cache was made by another encoder (a retrained or changed vision
     stage in the same work folder would otherwise train the decoder on another encoder's features)."""
-    digest = state_digest(encoder)
+    digest = f"{state_digest(encoder)}/crop={encoder.scene_crop}"
     if path.exists():
         feats = torch.load(path, weights_only=False)
         if feats.get("encoder_digest") == digest:
@@ -201,7 +204,7 @@ def build_model(cfg, tokenizer, encoder):
     config = RemoteGLMMiniConfig(
         text_config=text, vision_widths=list(cfg.widths), vision_depths=list(cfg.depths), vision_grid=4,
         vision_source_widths=list(cfg.source_widths),
-        image_size=cfg.image_size, vision_tta=True, scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
+        image_size=cfg.image_size, vision_tta=True, vision_scene_crop=cfg.scene_crop, scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=True,
         scene_token_heads=["ucm"] if cfg.decoder.focus_steps and cfg.decoder.focus_ucm_scene_token else None,
         scene_token=cfg.decoder.scene_token,

@@ -108,4 +108,4 @@ def test_feature_cache_is_recomputed_for_another_encoder(tmp_path: Path, monkeyp
     again = mini_text.stage_features(sets, encoder, path)
     assert len(calls) == 2
     assert torch.equal(again["global"], first["global"]) and not torch.equal(again["probs"], first["probs"])
-    assert torch.load(path, weights_only=False)["encoder_digest"] == mini_text.state_digest(encoder)
+    assert torch.load(path, weights_only=False)["encoder_digest"].startswith(mini_text.state_digest(encoder))

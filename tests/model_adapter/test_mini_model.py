@@ -145,3 +145,26 @@ def test_onehot_scene_token_keeps_only_each_heads_top_class(tiny_mini_dir) -> No
     config.scene_token = "top3"
     with pytest.raises(ValueError, match="scene_token"):
         VisualProjector(config, 8)
+
+
+def test_crop_scene_probabilities_are_rotation_invariant_and_use_the_five_crops() -> None:
+    from types import SimpleNamespace
+
+    from model_adapter.mini.vision_remoteglm_mini import VisionEncoder, dihedral_views, five_crops
+
+    torch.manual_seed(0)
+    config = SimpleNamespace(vision_widths=[8, 8, 8, 8], vision_depths=[1, 1, 1, 1], vision_grid=2,
+                             scene_heads=[["ucm", ["a", "b"]], ["rsicd", ["c", "d", "e"]]], vision_scene_crop=0.75)
+    encoder = VisionEncoder(config).eval()
+    x = torch.randn(2, 3, 64, 64)
+    crops = five_crops(x, 0.75)
+    assert crops.shape == (5, 2, 3, 48, 48)
+    assert torch.equal(crops[1], x[..., :48, 16:]) and torch.equal(crops[4], x[..., 8:56, 8:56])
+    with torch.no_grad():
+        probs = encoder(x, tta=True)["probs"]
+        rotated = encoder(torch.rot90(x, 1, dims=(-2, -1)), tta=True)["probs"]
+        by_hand = torch.stack([encoder.scene_probs(encoder.forward_view(v)[2])
+                               for c in crops for v in dihedral_views(c)[:4]]).mean(0)
+    assert torch.allclose(probs, rotated, atol=1e-5)
+    assert torch.allclose(probs, by_hand, atol=1e-6)
+    assert torch.allclose(probs[:, :2].sum(-1), torch.ones(2)) and torch.allclose(probs[:, 2:].sum(-1), torch.ones(2))
