@@ -171,10 +171,15 @@ class ConversationSet:
         return ids, labels, mask, torch.tensor([it[2] for it in items])
 
 
-def decoder_loss(model, feats: dict, ids, labels, mask, rows, views) -> tuple[torch.Tensor, int, int]:
-    """Next-token loss on labelled positions; LM head only where there is a label. Returns loss, correct, count."""
+def decoder_loss(model, feats: dict, ids, labels, mask, rows, views, feature_dropout: float = 0.0
+                 ) -> tuple[torch.Tensor, int, int]:
+    """Next-token loss on labelled positions; LM head only where there is a label. Returns loss, correct, count.
+    `feature_dropout`: dropout on the global and grid features (not the scene probabilities), training only."""
     grid = feats["grid"][rows, views].float()  # (B, G*G, C)
-    image_embeds = model.model.projector(feats["global"][rows], feats["probs"][rows], grid)
+    pooled = feats["global"][rows]
+    if feature_dropout:
+        pooled, grid = F.dropout(pooled, feature_dropout), F.dropout(grid, feature_dropout)
+    image_embeds = model.model.projector(pooled, feats["probs"][rows], grid)
     out, _ = model.model(input_ids=ids, attention_mask=mask, image_embeds=image_embeds, use_cache=False)
     hidden = out.last_hidden_state[:, :-1]
     target = labels[:, 1:]
@@ -204,7 +209,8 @@ def build_model(cfg, tokenizer, encoder):
     config = RemoteGLMMiniConfig(
         text_config=text, vision_widths=list(cfg.widths), vision_depths=list(cfg.depths), vision_grid=4,
         vision_source_widths=list(cfg.source_widths),
-        image_size=cfg.image_size, vision_tta=True, vision_scene_crop=cfg.scene_crop, scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
+        image_size=cfg.image_size, vision_tta=True, vision_scene_crop=cfg.scene_crop,
+        scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=True,
         scene_token_heads=["ucm"] if cfg.decoder.focus_steps and cfg.decoder.focus_ucm_scene_token else None,
         scene_token=cfg.decoder.scene_token,
@@ -325,7 +331,8 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
         views = torch.randint(0, 8, (len(idx),), generator=torch.Generator().manual_seed(cfg.seed + 7 * step))
         for gparam in opt.param_groups:
             gparam["lr"] = lr_at(step)
-        loss, _, _ = decoder_loss(model, feats if step < d.steps else focus_feats, ids, labels, mask, rows, views)
+        loss, _, _ = decoder_loss(model, feats if step < d.steps else focus_feats, ids, labels, mask, rows, views,
+                                  d.feature_dropout)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -32,7 +32,8 @@ def five_crops(x: torch.Tensor, fraction: float) -> torch.Tensor:
     size = x.shape[-1]
     side = round(fraction * size)
     far, mid = size - side, (size - side) // 2
-    return torch.stack([x[..., i : i + side, j : j + side] for i, j in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))])
+    corners = ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))
+    return torch.stack([x[..., i : i + side, j : j + side] for i, j in corners])
 
 
 class BasicBlock(nn.Module):
