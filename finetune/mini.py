@@ -63,6 +63,9 @@ class DecoderTrainConfig:
     UCM head only 0.862 / 0.871, 0.603 / 0.689; both heads 0.843 / 0.867, 0.585 / 0.670."""
     focus_lr: float = 5e-4
     """Peak learning rate of the focus phase (cosine to 0)."""
+    scene_token_labels: bool = False
+    """Train the scene token on each training image's true class (its own head one-hot) instead of the encoder's
+    prediction, so that the decoder learns to follow the token; at inference the encoder's prediction fills it."""
     feature_dropout: float = 0.0
     """Dropout on the frozen global / grid features while training the decoder (the scene token is left alone), so
     that it cannot simply memorise each training image's exact features."""

@@ -260,7 +260,8 @@ def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: d
     g = torch.Generator().manual_seed(cfg.seed)
     val_pick = torch.randperm(len(val_rows), generator=g)[: cfg.decoder.val_samples].tolist()
     val = ConversationSet([val_rows[i] for i in val_pick], tokenizer, feats, n_img)
-    train_decoder(cfg, model, train, val, feats, history)
+    train_feats = label_forced(feats, sets, model.config.scene_heads) if cfg.decoder.scene_token_labels else feats
+    train_decoder(cfg, model, train, val, feats, history, train_feats)
     model.eval()
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -289,9 +290,26 @@ def bucketed_batch(weights: torch.Tensor, lengths: torch.Tensor, batch: int, ste
     return idx[k * batch : (k + 1) * batch].tolist()
 
 
-def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feats: dict, history: dict) -> None:
+def label_forced(feats: dict, sets: dict[str, ImageSet], scene_heads: list) -> dict:
+    """`feats` with each labelled training image's own head set to the one-hot of its true class (the other heads
+    keep the encoder's probabilities; validation images keep them all)."""
+    probs = feats["probs"].clone()
+    start = 0
+    for name, classes in scene_heads:
+        s = sets.get(name)
+        for i in (s.index("train").tolist() if s is not None else []):
+            row = feats["index"].get(f"{name}/{s.stems[i]}")
+            if row is not None and int(s.labels[i]) >= 0:
+                probs[row, start : start + len(classes)] = 0.0
+                probs[row, start + int(s.labels[i])] = 1.0
+        start += len(classes)
+    return {**feats, "probs": probs}
+
+
+def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feats: dict, history: dict,
+                  train_feats: dict | None = None) -> None:
     """Train projector + decoder (vision frozen) for cfg.decoder.steps mixed steps, then focus_steps UCM-focused
-    ones; resumable from work/decoder.pt."""
+    ones; resumable from work/decoder.pt. Training batches read `train_feats` (default `feats`), validation `feats`."""
     d = cfg.decoder
     for p in model.model.vision.parameters():
         p.requires_grad_(False)
@@ -311,7 +329,10 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
     focus_weights = torch.tensor([1.0 if it[3] == "ucm" else d.focus_other_weight for it in train.items])
     total = d.steps + d.focus_steps
     # The focus phase (and the exported model) feed only the UCM head's probabilities into the scene token.
-    focus_feats = {**feats, "probs": feats["probs"] * torch.tensor(model.config.scene_token_mask())}
+    head_mask = torch.tensor(model.config.scene_token_mask())
+    focus_feats = {**feats, "probs": feats["probs"] * head_mask}
+    train_feats = train_feats if train_feats is not None else feats
+    train_focus_feats = {**train_feats, "probs": train_feats["probs"] * head_mask}
     lengths = torch.tensor([len(it[0]) for it in train.items])
     warm = min(200, d.steps // 10 + 1)
 
@@ -333,8 +354,8 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
         views = torch.randint(0, 8, (len(idx),), generator=torch.Generator().manual_seed(cfg.seed + 7 * step))
         for gparam in opt.param_groups:
             gparam["lr"] = lr_at(step)
-        loss, _, _ = decoder_loss(model, feats if step < d.steps else focus_feats, ids, labels, mask, rows, views,
-                                  d.feature_dropout)
+        loss, _, _ = decoder_loss(model, train_feats if step < d.steps else train_focus_feats, ids, labels, mask,
+                                  rows, views, d.feature_dropout)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

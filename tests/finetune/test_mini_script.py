@@ -109,3 +109,20 @@ def test_feature_cache_is_recomputed_for_another_encoder(tmp_path: Path, monkeyp
     assert len(calls) == 2
     assert torch.equal(again["global"], first["global"]) and not torch.equal(again["probs"], first["probs"])
     assert torch.load(path, weights_only=False)["encoder_digest"].startswith(mini_text.state_digest(encoder))
+
+
+def test_label_forced_scene_probabilities_use_the_true_class_of_training_images_only() -> None:
+    from finetune.mini_images import ImageSet
+    from finetune.mini_text import label_forced
+
+    images = torch.zeros(3, 8, 8, 3, dtype=torch.uint8)
+    sets = {"ucm": ImageSet(images, torch.tensor([1, 0, -1]), ["train", "val", "train"], ["a", "b", "c"]),
+            "rsicd": ImageSet(images[:1], torch.tensor([2]), ["train"], ["r"])}
+    heads = [["ucm", ["x", "y"]], ["rsicd", ["p", "q", "s"]]]
+    probs = torch.full((4, 5), 0.2)
+    feats = {"probs": probs, "index": {"ucm/a": 0, "ucm/b": 1, "ucm/c": 2, "rsicd/r": 3}}
+    forced = label_forced(feats, sets, heads)["probs"]
+    assert forced[0].tolist() == [0.0, 1.0, 0.2, 0.2, 0.2]  # own head forced, other head untouched
+    assert torch.equal(forced[1], probs[1]) and torch.equal(forced[2], probs[2])  # val image; unlabelled image
+    assert forced[3].tolist() == [0.2, 0.2, 0.0, 0.0, 1.0]
+    assert torch.equal(feats["probs"], torch.full((4, 5), 0.2))  # the input is not modified
