@@ -122,7 +122,7 @@ def test_label_forced_scene_probabilities_use_the_true_class_of_training_images_
     probs = torch.full((4, 5), 0.2)
     feats = {"probs": probs, "index": {"ucm/a": 0, "ucm/b": 1, "ucm/c": 2, "rsicd/r": 3}}
     forced = label_forced(feats, sets, heads)["probs"]
-    assert forced[0].tolist() == [0.0, 1.0, 0.2, 0.2, 0.2]  # own head forced, other head untouched
+    assert torch.equal(forced[0], torch.tensor([0.0, 1.0, 0.2, 0.2, 0.2]))  # own head forced, other untouched
     assert torch.equal(forced[1], probs[1]) and torch.equal(forced[2], probs[2])  # val image; unlabelled image
-    assert forced[3].tolist() == [0.2, 0.2, 0.0, 0.0, 1.0]
+    assert torch.equal(forced[3], torch.tensor([0.2, 0.2, 0.0, 0.0, 1.0]))
     assert torch.equal(feats["probs"], torch.full((4, 5), 0.2))  # the input is not modified
