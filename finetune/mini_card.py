@@ -162,7 +162,9 @@ shared 2-core machine: image cache {secs.get('images', 0) / 60:.1f} min; vision 
 (AdamW lr {cfg['vision']['lr']}, random dihedral view + random crop scale >= {cfg['vision']['min_scale']} resized to
 {cfg['vision']['train_size']} px, label smoothing {cfg['vision']['label_smoothing']}) {secs.get('vision', 0) / 60:.1f} min;
 features (the same views as at inference) {secs.get('features', 0) / 60:.1f} min; decoder {cfg['decoder']['steps']} steps x
-{cfg['decoder']['batch_size']} conversations (AdamW lr {cfg['decoder']['lr']}, vision frozen), then
+{cfg['decoder']['batch_size']} conversations (AdamW lr {cfg['decoder']['lr']}, vision frozen, dropout
+{cfg['decoder'].get('feature_dropout', 0)} on the global / grid features, scene token
+{"set to the true class of training images" if cfg['decoder'].get('scene_token_labels') else "from the encoder"}), then
 {cfg['decoder'].get('focus_steps', 0)} steps on UCM conversations only (lr {cfg['decoder'].get('focus_lr', 0)}, see the design notes)
 {secs.get('decoder', 0) / 60:.1f} min. Total {total_min:.1f} min.
 
