@@ -328,7 +328,7 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
     weights = torch.tensor([d.ucm_weight if it[3] == "ucm" else 1.0 for it in train.items])
     focus_weights = torch.tensor([1.0 if it[3] == "ucm" else d.focus_other_weight for it in train.items])
     total = d.steps + d.focus_steps
-    # The focus phase (and the exported model) feed only the UCM head's probabilities into the scene token.
+    # With focus_ucm_scene_token, the focus phase (and the exported model) feed only the UCM head to the scene token.
     head_mask = torch.tensor(model.config.scene_token_mask())
     focus_feats = {**feats, "probs": feats["probs"] * head_mask}
     train_feats = train_feats if train_feats is not None else feats

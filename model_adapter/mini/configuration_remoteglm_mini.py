@@ -48,7 +48,7 @@ class RemoteGLMMiniConfig(PreTrainedConfig):
     scene_heads: list | dict | None = None
     # Heads whose probabilities feed the scene token (None: all). The shipped model uses ["ucm"]: see its card.
     scene_token_heads: list[str] | None = None
-    # What the scene token sees of each head: "probs" (its 8-view-averaged probabilities) or "onehot" (its top class
+    # What the scene token sees of each head: "probs" (its view-averaged probabilities) or "onehot" (its top class
     # only). NOTE: "onehot" was introduced because the heads are far more confident on their own training images
     # (mean top probability 0.76 on UCM train vs 0.65 on UCM val), so a decoder trained on probabilities meets
     # unfamiliar, flatter inputs at test time; a top-class indicator looks the same on both.
