@@ -32,7 +32,8 @@ ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assis
 @torch.no_grad()
 def encode_views(encoder, images: torch.Tensor, batch: int = 64, desc: str = "features"
                  ) -> dict[str, torch.Tensor]:
-    """uint8 (N,S,S,3) -> global (N,C) and probs (N,K) averaged over the 8 dihedral views, grid (N,8,G*G,C) fp16."""
+    """uint8 (N,S,S,3) -> global (N,C) averaged over the 8 dihedral views, probs (N,K) over the model's test-time
+    views (`VisionEncoder.tta_scene_probs`), grid (N,8,G*G,C) fp16."""
     encoder.eval()
     out = {"global": [], "probs": [], "grid": []}
     for i in tqdm(range(0, len(images), batch), desc=desc, dynamic_ncols=True,
@@ -42,10 +43,7 @@ def encode_views(encoder, images: torch.Tensor, batch: int = 64, desc: str = "fe
         n, b = views.shape[:2]
         pooled, grid, logits = encoder.forward_view(views.flatten(0, 1))
         out["global"].append(pooled.view(n, b, -1).mean(0))
-        if encoder.scene_crop:
-            out["probs"].append(encoder.tta_scene_probs(x))  # the same views as the model at inference
-        else:
-            out["probs"].append(encoder.scene_probs(logits).view(n, b, -1).mean(0))
+        out["probs"].append(encoder.tta_scene_probs(x, logits))  # the same views as the model at inference
         out["grid"].append(grid.view(n, b, *grid.shape[1:]).transpose(0, 1).half())
     return {k: torch.cat(v) for k, v in out.items()}
 

@@ -123,18 +123,16 @@ class VisionEncoder(nn.Module):
         """Softmax within each head: (B, K) logits -> (B, K) probabilities, each head summing to 1."""
         return torch.cat([p.softmax(-1) for p in logits.split(self.head_sizes, dim=-1)], dim=-1)
 
-    def tta_scene_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Scene probabilities averaged over test-time views: the 8 dihedral views of the whole image, or, with
-        `scene_crop` > 0, the 4 rotations of 5 crops (4 corners + centre) of that fraction of the side (20 views;
-        NOTE: all 8 dihedral views of the crops measured the same accuracy within one image, at twice the cost)."""
+    def tta_scene_probs(self, x: torch.Tensor, view_logits: torch.Tensor) -> torch.Tensor:
+        """Scene probabilities averaged over test-time views. `view_logits` (8*B, K) are those of the 8 dihedral
+        views of x, used as they are; with `scene_crop` > 0 the views are instead the 4 rotations of 5 crops (4
+        corners + centre) of that fraction of the side (20 views; NOTE: all 8 dihedral views of the crops measured
+        the same accuracy within one image, at twice the cost)."""
         if self.scene_crop:
             views = five_crops(x, self.scene_crop)  # (5, B, 3, s, s)
             views = dihedral_views(views.flatten(0, 1))[:4]  # (4, 5*B, 3, s, s): the rotations
-        else:
-            views = dihedral_views(x)
-        b = x.shape[0]
-        logits = self.forward_view(views.flatten(0, 1))[2]
-        return self.scene_probs(logits).view(-1, b, logits.shape[-1]).mean(0)
+            view_logits = self.forward_view(views.flatten(0, 1))[2]
+        return self.scene_probs(view_logits).view(-1, x.shape[0], view_logits.shape[-1]).mean(0)
 
     def forward_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One view: (B,3,S,S) -> global (B,C), grid (B,G*G,C), scene logits (B,K)."""
@@ -153,10 +151,7 @@ class VisionEncoder(nn.Module):
         views = dihedral_views(x)  # (8, B, 3, S, S)
         n, b = views.shape[:2]
         pooled, grid, logits = self.forward_view(views.flatten(0, 1))
-        if self.scene_crop:
-            probs = self.tta_scene_probs(x)
-        else:
-            probs = self.scene_probs(logits).view(n, b, -1).mean(0)
+        probs = self.tta_scene_probs(x, logits)
         source = None
         if self.source is not None:
             source = self.source(views.flatten(0, 1)).softmax(-1).view(n, b, -1).mean(0)
