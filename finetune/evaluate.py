@@ -2,20 +2,23 @@
 
     python -m finetune.evaluate --model checkpoints/remoteglm-mini --dataset ucm --split test
     python -m finetune.evaluate --model checkpoints/remoteglm-mini --dataset rsicd --split test
-    python -m finetune.evaluate --model /models/GLM-4.1V-9B-Thinking --adapter runs/lora/adapter --quant 4
+    python -m finetune.evaluate --model /models/GLM-4.1V-9B-Thinking --adapter runs/lora --quant 4
 
 Asks every test image the fixed prompts below (greedy, batched through `model_adapter`), then reports BLEU-1..4,
 METEOR, ROUGE-L, CIDEr against the 5 references (English: COCO PTB tokenisation; Chinese: character level),
 scene accuracy + confusion matrix PNG, yes/no accuracy, count accuracy, faithfulness (answers naming glossary
 objects that no reference mentions), and the "class stock sentence" baseline (a perfect scene classifier that
-answers its class's most common training caption). Writes `<name>.json`, `<name>.md`, `<name>_confusion.png`
-into --out (default: `<model>/eval/` for a local model directory, else runs/eval/).
+answers its class's most common training caption). Writes `<name>.json`, `<name>.md`, `<name>_confusion.png`,
+`<name>_answers.jsonl` with <name> = `<model>[+<adapter>]_<dataset>_<split>` into --out (default: runs/eval/) and
+prints where. Images are read from --data-root (env REMOTEGLM_DATA_ROOT); none found is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -37,6 +40,9 @@ PROMPTS = {
 # Published UCM-captions results (BLEU-4, CIDEr), for the table.
 ANCHORS = [("VLAD-LSTM", 0.503, None), ("SAT (LAM-TL)", 0.723, None), ("SkyEyeGPT", 0.784, 2.37),
            ("RS-LLaVA-13B", 0.728, 3.49)]
+# Below this many images corpus-level scores (CIDEr's document frequencies, BLEU's brevity) say little, and the
+# stock-sentence baseline least of all (with --limit 5 it printed BLEU 1.000 / CIDEr 0.000).
+MIN_BASELINE_IMAGES = 50
 MAX_NEW = {"describe_en": 48, "describe_zh": 64, "scene_en": 24, "scene_zh": 24, "presence_en": 24,
            "presence_zh": 24, "count_en": 24, "count_zh": 24}
 
@@ -53,7 +59,7 @@ class EvalConfig:
     """4 or 8 to load the base model quantised (bitsandbytes)."""
     dataset: str = "ucm"
     split: str = "test"
-    data_root: Path = REPO.parent / "shared" / "data"
+    data_root: Path = Path(os.environ.get("REMOTEGLM_DATA_ROOT", REPO.parent / "shared" / "data"))
     out: Path | None = None
     tasks: tuple[str, ...] = ("describe_en", "describe_zh", "scene_zh", "scene_en", "presence_zh", "presence_en",
                               "count_zh", "count_en")
@@ -61,6 +67,41 @@ class EvalConfig:
     limit: int = 0
     """Evaluate only the first N images (0 = all)."""
     device: str = "auto"
+
+
+class EvalError(RuntimeError):
+    """Bad input the user fixes with a flag; printed as one line, exit code 2."""
+
+
+def available_images(cfg: EvalConfig, records: list) -> list:
+    """The records whose image is on disk; an error naming the data root when none is, a count when some are."""
+    found = [r for r in records if (cfg.data_root / r.image).is_file()]
+    where = f"{cfg.data_root}" + ("" if cfg.data_root.is_dir() else " (that folder does not exist)")
+    if records and not found:
+        raise EvalError(f"none of the {len(records)} {cfg.dataset} {cfg.split} images is under {where}, e.g. "
+                        f"{records[0].image}; point --data-root (or REMOTEGLM_DATA_ROOT) at the folder holding "
+                        f"{cfg.dataset}/images/")
+    if not records:
+        raise EvalError(f"{cfg.dataset} has no {cfg.split!r} images in its caption file (data root {cfg.data_root})")
+    if len(found) < len(records):
+        print(f"warning: only {len(found)} of {len(records)} {cfg.dataset} {cfg.split} images found under "
+              f"{cfg.data_root}; evaluating those {len(found)}", flush=True)
+    return found
+
+
+def _label(path: str) -> str:
+    """A short file-name-safe name for a model or adapter: its folder name (a checkpoint's: run-step)."""
+    parts = [p for p in Path(path).parts if p not in ("adapter", "checkpoints", "/", ".", "..")] or ["model"]
+    name = parts[-1] if not parts[-1].startswith("step-") or len(parts) < 2 else f"{parts[-2]}-{parts[-1]}"
+    return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in name)
+
+
+def result_paths(cfg: EvalConfig) -> tuple[Path, str]:
+    """(folder, stem) of the results: `<model>[+<adapter>]_<dataset>_<split>[_first<N>]` under --out or runs/eval."""
+    stem = _label(cfg.model) + (f"+{_label(cfg.adapter)}" if cfg.adapter else "") + f"_{cfg.dataset}_{cfg.split}"
+    if cfg.limit:
+        stem += f"_first{cfg.limit}"
+    return Path(cfg.out) if cfg.out else REPO / "runs" / "eval", stem
 
 
 @dataclass
@@ -80,8 +121,11 @@ def build_items(cfg: EvalConfig) -> tuple[list[Item], dict]:
     data builder's test samples (they carry the expected answer)."""
     from finetune.data import BuildConfig, build, load_captions
 
-    records = [r for r in load_captions(cfg.data_root, cfg.dataset) if r.split == cfg.split]
-    records = [r for r in records if (cfg.data_root / r.image).exists()]
+    try:
+        records = [r for r in load_captions(cfg.data_root, cfg.dataset) if r.split == cfg.split]
+    except FileNotFoundError as exc:
+        raise EvalError(f"{exc}; point --data-root (or REMOTEGLM_DATA_ROOT) at the data folder") from None
+    records = available_images(cfg, records)
     if cfg.limit:
         records = records[: cfg.limit]
     keep = {r.image for r in records}
@@ -157,6 +201,9 @@ def score(cfg: EvalConfig, items: list[Item], train_refs: dict) -> dict:
             table = stock if lang == "en" else stock_zh
             oracle = {str(i): table.get(it.label, table.get(None, "")) for i, it in enumerate(group)}
             res["class_stock_baseline"] = caption_scores(oracle, refs, lang, meteor=False)
+            if len(group) < MIN_BASELINE_IMAGES:
+                res["class_stock_baseline_note"] = (f"over only {len(group)} images: not meaningful below "
+                                                    f"{MIN_BASELINE_IMAGES}")
             res["class_stock_baseline_faithfulness"] = faithfulness(list(oracle.values()),
                                                                     [it.references for it in group])
             stock_set = {normalise_sentence(s) for s in table.values()}
@@ -223,7 +270,8 @@ def markdown(report: dict) -> str:
     for task, label in (("describe_en", "ours, English"), ("describe_zh", "ours, Chinese (characters)")):
         if task in t:
             lines.append(f"| {label} | " + " | ".join(fmt(t[task]["metrics"], c) for c in cols) + " |")
-            lines.append(f"| class stock sentence, perfect classifier ({task[-2:]}) | "
+            note = t[task].get("class_stock_baseline_note")
+            lines.append(f"| class stock sentence, perfect classifier ({task[-2:]}){' - ' + note if note else ''} | "
                          + " | ".join(fmt(t[task]["class_stock_baseline"], c) for c in cols) + " |")
     if report["dataset"] == "ucm":
         for n, b4, cider in ANCHORS:
@@ -264,15 +312,15 @@ def run(cfg: EvalConfig) -> dict:
     seconds = generate_all(cfg, items)
     report = score(cfg, items, train_refs)
     report["seconds"] = seconds
-    out = cfg.out or (Path(cfg.model) / "eval" if Path(cfg.model).is_dir() else REPO / "runs" / "eval")
+    out, stem = result_paths(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{cfg.dataset}_{cfg.split}"
     (out / f"{stem}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
     (out / f"{stem}_answers.jsonl").write_text("".join(json.dumps(asdict(it), ensure_ascii=False) + "\n"
                                                        for it in items))
     plot_confusion(report, out / f"{stem}_confusion.png")
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
+    print(f"results: {out / stem}.md (.json, _answers.jsonl, _confusion.png)", flush=True)
     return report
 
 
@@ -298,7 +346,13 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
+    from model_adapter.hf import ModelLoadError
+
+    try:
+        run(parse_args(argv))
+    except (EvalError, ModelLoadError) as exc:
+        print(f"python -m finetune.evaluate: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 
