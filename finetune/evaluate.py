@@ -6,9 +6,11 @@
 
 Asks every test image the fixed prompts below (greedy, batched through `model_adapter`), then reports BLEU-1..4,
 METEOR, ROUGE-L, CIDEr against the 5 references (English: COCO PTB tokenisation; Chinese: character level),
-scene accuracy + confusion matrix PNG, yes/no accuracy, count accuracy, faithfulness (answers naming glossary
-objects that no reference mentions), and the "class stock sentence" baseline (a perfect scene classifier that
-answers its class's most common training caption). Writes `<name>.json`, `<name>.md`, `<name>_confusion.png`,
+scene accuracy + confusion matrix PNG, yes/no accuracy, count accuracy (and the best constant answer's),
+faithfulness (answers naming glossary objects that no reference mentions), the "class stock sentence" baseline (a
+perfect scene classifier that answers its class's most common training caption), and the question-following
+report (task "questions", `finetune.eval_questions`: held-out phrasings of ~20 intents graded against each image's
+fact sheet, no-image / refusal / language / refer-back rates). Writes `<name>.json`, `<name>.md`, `<name>_confusion.png`,
 `<name>_answers.jsonl` with <name> = `<model>[+<adapter>]_<dataset>_<split>` into --out (default: runs/eval/) and
 prints where. Images are read from --data-root (env REMOTEGLM_DATA_ROOT); none found is an error.
 """
@@ -27,6 +29,9 @@ from pathlib import Path
 from finetune.caption_metrics import (
     caption_scores, confusion, faithfulness, normalise_sentence, parse_count, parse_scene, parse_yes_no,
     stock_sentences,
+)
+from finetune.eval_questions import (
+    answers_rows, best_constant, build_question_items, markdown_questions, score_questions,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +67,7 @@ class EvalConfig:
     data_root: Path = Path(os.environ.get("REMOTEGLM_DATA_ROOT", REPO.parent / "shared" / "data"))
     out: Path | None = None
     tasks: tuple[str, ...] = ("describe_en", "describe_zh", "scene_zh", "scene_en", "presence_zh", "presence_en",
-                              "count_zh", "count_en")
+                              "count_zh", "count_en", "questions")
     batch_size: int = 32
     limit: int = 0
     """Evaluate only the first N images (0 = all)."""
@@ -116,18 +121,23 @@ class Item:
     meta: dict = field(default_factory=dict)
 
 
-def build_items(cfg: EvalConfig) -> tuple[list[Item], dict]:
-    """Questions for the split: fixed describe / scene prompts per image; presence and count questions from the
-    data builder's test samples (they carry the expected answer)."""
-    from finetune.data import BuildConfig, build, load_captions
+def split_records(cfg: EvalConfig) -> list:
+    """The split's caption records whose image is on disk (the first --limit)."""
+    from finetune.data import load_captions
 
     try:
         records = [r for r in load_captions(cfg.data_root, cfg.dataset) if r.split == cfg.split]
     except FileNotFoundError as exc:
         raise EvalError(f"{exc}; point --data-root (or REMOTEGLM_DATA_ROOT) at the data folder") from None
     records = available_images(cfg, records)
-    if cfg.limit:
-        records = records[: cfg.limit]
+    return records[: cfg.limit] if cfg.limit else records
+
+
+def build_items(cfg: EvalConfig, records: list) -> tuple[list[Item], dict]:
+    """Questions for the split: fixed describe / scene prompts per image; presence and count questions from the
+    data builder's test samples (they carry the expected answer)."""
+    from finetune.data import BuildConfig, build, load_captions
+
     keep = {r.image for r in records}
     items = []
     for r in records:
@@ -156,8 +166,10 @@ def build_items(cfg: EvalConfig) -> tuple[list[Item], dict]:
     return items, train_refs
 
 
-def generate_all(cfg: EvalConfig, items: list[Item]) -> float:
-    """Fill `item.answer` by greedy batched generation through the adapter; returns seconds spent."""
+def generate_all(cfg: EvalConfig, items: list[Item], questions: list | None = None) -> float:
+    """Fill `item.answer` (and the question-following items' answers) by greedy batched generation through the
+    adapter; returns seconds spent."""
+    from finetune.eval_questions import generate_questions
     from model_adapter import ChatMessage, GenerationParams, load_backend, load_image
 
     backend = load_backend(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, device=cfg.device)
@@ -179,6 +191,9 @@ def generate_all(cfg: EvalConfig, items: list[Item]) -> float:
                 it.answer = c.text.strip()
             print(f"  {task}: {min(i + cfg.batch_size, len(group))}/{len(group)} ({time.time() - t0:.0f} s)",
                   flush=True)
+    if questions:
+        generate_questions(backend, questions, lambda path: load_image(str(cfg.data_root / path)), cfg.batch_size,
+                           log=lambda msg: print(msg, flush=True))
     backend.close()
     return time.time() - t0
 
@@ -226,6 +241,7 @@ def score(cfg: EvalConfig, items: list[Item], train_refs: dict) -> dict:
         elif task.startswith("count"):
             pred = [parse_count(it.answer) for it in group]
             res["accuracy"] = sum(p == it.expected for p, it in zip(pred, group)) / len(group)
+            res["best_constant"], res["best_constant_accuracy"] = best_constant([it.expected for it in group])
         res["examples"] = [{"image": it.image, "prompt": it.prompt, "answer": it.answer,
                             "references": it.references[:2], "expected": it.expected} for it in group[:5]]
         report["tasks"][task] = res
@@ -280,8 +296,12 @@ def markdown(report: dict) -> str:
     lines += ["| question task | n | accuracy |", "|---|---|---|"]
     for task in ("scene_en", "scene_zh", "presence_en", "presence_zh", "count_en", "count_zh"):
         if task in t:
-            lines.append(f"| {task} | {t[task]['n']} | {t[task]['accuracy']:.3f} |")
+            extra = (f" (best constant answer {t[task]['best_constant']}: {t[task]['best_constant_accuracy']:.3f})"
+                     if "best_constant" in t[task] else "")
+            lines.append(f"| {task} | {t[task]['n']} | {t[task]['accuracy']:.3f}{extra} |")
     lines.append("")
+    if "questions" in report:
+        lines += [markdown_questions(report["questions"]), ""]
     for task in ("describe_en", "describe_zh"):
         if task in t:
             f = t[task]["faithfulness"]
@@ -302,21 +322,29 @@ def markdown(report: dict) -> str:
     lines.append("- English: pycocoevalcap with its PTB tokenizer; Chinese: character level (punctuation dropped), "
                  "no METEOR.")
     if "seconds" in report:
-        lines.append(f"- {sum(v['n'] for v in t.values())} answers generated in {report['seconds']:.0f} s.")
+        n = sum(v['n'] for v in t.values()) + report.get('questions', {}).get('n', 0)
+        lines.append(f"- {n} answers generated in {report['seconds']:.0f} s.")
     return "\n".join(lines) + "\n"
 
 
 def run(cfg: EvalConfig) -> dict:
-    items, train_refs = build_items(cfg)
-    print(f"{len(items)} questions on {cfg.dataset} {cfg.split}", flush=True)
-    seconds = generate_all(cfg, items)
+    records = split_records(cfg)
+    items, train_refs = build_items(cfg, records)
+    questions = build_question_items(records) if "questions" in cfg.tasks else []
+    print(f"{len(items) + len(questions)} questions on {cfg.dataset} {cfg.split}", flush=True)
+    seconds = generate_all(cfg, items, questions)
     report = score(cfg, items, train_refs)
+    if questions:
+        report["questions"] = score_questions(questions)
     report["seconds"] = seconds
     out, stem = result_paths(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
     (out / f"{stem}_answers.jsonl").write_text("".join(json.dumps(asdict(it), ensure_ascii=False) + "\n"
                                                        for it in items))
+    if questions:
+        (out / f"{stem}_questions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                             for r in answers_rows(questions)))
     plot_confusion(report, out / f"{stem}_confusion.png")
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))

@@ -603,6 +603,10 @@ def heldout_items(rec: ImageRecord, seed: int, pools: dict) -> list[FollowItem]:
 # --- grading --------------------------------------------------------------------------------------------------------
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 REFUSAL = re.compile(r"无法|不能|没法|看不出|cannot|can't|can not|unable|not possible|cannot be determined", re.I)
+# An honest "I cannot tell" (not "I cannot see any churches", a presence answer).
+CANNOT_TELL = re.compile(r"无法(判断|得出|确定|看出|知道|回答)|看不出|不能(判断|确定)|没法(判断|确定)|"
+                         r"(cannot|can't|can not|unable to) (tell|determine|be determined|judge|know|say)|"
+                         r"not possible to (tell|determine)", re.I)
 UPLOAD = re.compile(r"上传|upload", re.I)
 SCOPE = re.compile(r"遥感图像|remote sensing", re.I)
 
@@ -662,14 +666,28 @@ def grade(item: FollowItem) -> bool:
     if intent in ("what_else", "summary", "detailed"):  # names an object, when the references name any
         named = bool(objects_in(a)) or not any(objects_in(r) for r in item.references)
         return named and faithful and not REFUSAL.search(a) and len(a) >= 4
-    if intent == "unanswerable":
-        return bool(REFUSAL.search(a))
+    if intent == "unanswerable":  # honest, and says what it can tell instead
+        says_what = parse_scene(a, item.dataset) is not None or bool(objects_in(a)) or item.label is None
+        return bool(CANNOT_TELL.search(a)) and says_what
     if intent == "no_image":
         return bool(UPLOAD.search(a))
     if intent == "out_of_scope":
         return bool(SCOPE.search(a)) and not UPLOAD.search(a)
-    if intent in ("language", "translate"):
-        return answer_lang(a) == m["answer_lang"] and len(a) >= 4
+    if intent == "language":  # the requested language, and a right answer to the question asked in it
+        if answer_lang(a) != m["answer_lang"] or len(a) < 4:
+            return False
+        inner = FollowItem(m["intent"], item.image, m["answer_lang"], item.messages, m, item.references, item.label,
+                           item.dataset, answer=a)
+        return grade(inner)
+    if intent == "translate":  # the other language, saying what the first answer said
+        if answer_lang(a) != m["answer_lang"] or len(a) < 4:
+            return False
+        first = item.first_answer
+        key, got = parse_scene(first, item.dataset), parse_scene(a, item.dataset)
+        if key is not None and got is not None:
+            return key == got
+        said = objects_in(first)
+        return not said or bool(objects_in(a) & said)
     if intent == "refer_back":
         first = item.first_answer
         if m["kind"] == "scene":

@@ -155,3 +155,29 @@ def test_stock_sentence_baseline_over_few_images_says_so(tiny_glm4v_dir, tmp_pat
     assert run.returncode == 0, run.stderr[-3000:]
     row = next(x for x in run.stdout.splitlines() if x.startswith("| class stock sentence"))
     assert "over only 5 images" in row
+
+
+def test_question_following_report_grades_the_answers_it_saved(tmp_path):
+    """The "questions" task on the shipped mini: every held-out intent asked, first turns filled by the model's own
+    answer, each saved answer re-graded to the same verdict, rates in the report."""
+    from finetune import intents
+
+    root = data_root(tmp_path / "data", images=4)
+    model = ROOT / "checkpoints" / "remoteglm-mini"
+    run = evaluate("--model", str(model), "--data-root", str(root), "--out", str(tmp_path / "out"),
+                   "--tasks", "questions", "--device", "cpu", "--batch-size", "16")
+    assert run.returncode == 0, run.stderr[-3000:]
+    stem = "remoteglm-mini_ucm_test"
+    rep = json.loads((tmp_path / "out" / f"{stem}.json").read_text())["questions"]
+    assert rep["images"] == 4 and {"no_image", "unanswerable", "language", "translate", "refer_back"} <= set(
+        rep["per_intent"])
+    assert 0.0 <= rep["mean_over_intents"] <= 1.0 and rep["n"] == sum(rep["n_per_intent"].values())
+    rows = [json.loads(x) for x in (tmp_path / "out" / f"{stem}_questions.jsonl").read_text().splitlines()]
+    assert len(rows) == rep["n"]
+    for r in rows:
+        item = intents.FollowItem(**{k: v for k, v in r.items()})
+        assert intents.grade(item) == r["meta"]["correct"]
+        if r["needs_first"]:  # the second turn carries the model's own first answer
+            assert r["first_answer"] and r["messages"][1] == {"role": "assistant", "content": r["first_answer"]}
+        assert (r["image"] is None) == (r["intent"] == "no_image")
+    assert "Question following" in (tmp_path / "out" / f"{stem}.md").read_text()

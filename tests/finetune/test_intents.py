@@ -88,12 +88,21 @@ def test_grader_rejects_the_v1_failures(records, pools):
     una = items["unanswerable"]
     una.answer = "一。"
     assert not I.grade(una)
-    una.answer = "仅凭这张图像无法判断。"
+    una.answer = "No, I cannot see any churches."  # a presence answer, not an honest "cannot tell"
+    assert not I.grade(una)
+    una.answer = "仅凭这张图像无法判断。"  # honest, but says nothing of what it can tell
+    assert not I.grade(una)
+    una.answer = "仅凭这张图像无法判断。我能看出的是：这是一片农田。"
     assert I.grade(una)
     tr = items["translate"]
     assert tr.needs_first and tr.messages[1]["role"] == "assistant"
     tr.answer = "这是一张港口的遥感图像。" if tr.meta["answer_lang"] == "en" else "This is a harbor."
-    assert not I.grade(tr)
+    assert not I.grade(tr)  # the wrong language
+    tr.first_answer = "这是一片农田。" if tr.meta["answer_lang"] == "en" else "This is farmland."
+    tr.answer = "This is a harbor." if tr.meta["answer_lang"] == "en" else "这是一张港口的遥感图像。"
+    assert not I.grade(tr)  # the right language, another scene than the first answer
+    tr.answer = "It is a piece of farmland." if tr.meta["answer_lang"] == "en" else "这是一片农田。"
+    assert I.grade(tr)
 
 
 def test_heldout_items_cover_every_eval_intent(records, pools):
