@@ -104,6 +104,8 @@ def score_questions(items: list[I.FollowItem]) -> dict:
     free = [it for it in items if it.intent in FREE_FORM]
     counts = by_intent.get("count", [])
     const, const_acc = best_constant([it.meta["count"] for it in counts])
+    numeric = [it for it in counts if isinstance(it.meta["count"], int)]  # the references agree on a number
+    n_const, n_const_acc = best_constant([it.meta["count"] for it in numeric])
     lang_items = by_intent.get("language", []) + by_intent.get("translate", [])
     report = {
         "n": len(items), "images": len({it.image for it in items if it.image}),
@@ -120,6 +122,9 @@ def score_questions(items: list[I.FollowItem]) -> dict:
         ) / max(len(free), 1),
         "count": {"n": len(counts), "accuracy": per.get("count", 0.0), "best_constant": const,
                   "best_constant_accuracy": const_acc,
+                  "numeric": {"n": len(numeric), "accuracy": sum(it.meta["correct"] for it in numeric)
+                              / max(len(numeric), 1), "best_constant": n_const,
+                              "best_constant_accuracy": n_const_acc},
                   "unparsed": sum(parse_count(it.answer) is None for it in counts)},
         "by_language": {lang: sum(it.meta["correct"] for it in items if it.lang == lang)
                         / max(sum(it.lang == lang for it in items), 1) for lang in I.LANGS},
@@ -143,7 +148,9 @@ def markdown_questions(rep: dict) -> str:
               f"- unanswerable -> honest: {rep['honest_refusal']:.3f}; language requests followed: "
               f"{rep['language_followed']:.3f}; refer-back correct: {rep['refer_back'] or 0:.3f}",
               f"- counting: {c['accuracy']:.3f} over {c['n']} questions vs {c['best_constant_accuracy']:.3f} for "
-              f"the best constant answer ({c['best_constant']}); {c['unparsed']} answers without a number",
+              f"the best constant answer ({c['best_constant']}); {c['unparsed']} answers without a number; where the "
+              f"references agree on a number: {c['numeric']['accuracy']:.3f} over {c['numeric']['n']} vs "
+              f"{c['numeric']['best_constant_accuracy']:.3f} for the best constant ({c['numeric']['best_constant']})",
               f"- free answers (what else, summary, detailed, colours, layout) naming a distinctive object no "
               f"reference names: {rep['unsupported_distinctive_free_answers']:.1%}"]
     return "\n".join(lines) + "\n"

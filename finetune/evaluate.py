@@ -71,6 +71,8 @@ class EvalConfig:
     batch_size: int = 32
     limit: int = 0
     """Evaluate only the first N images (0 = all)."""
+    every: int = 1
+    """Evaluate every Nth image only (a subset spread over all classes; files named `_every<N>`)."""
     device: str = "auto"
 
 
@@ -104,6 +106,8 @@ def _label(path: str) -> str:
 def result_paths(cfg: EvalConfig) -> tuple[Path, str]:
     """(folder, stem) of the results: `<model>[+<adapter>]_<dataset>_<split>[_first<N>]` under --out or runs/eval."""
     stem = _label(cfg.model) + (f"+{_label(cfg.adapter)}" if cfg.adapter else "") + f"_{cfg.dataset}_{cfg.split}"
+    if cfg.every > 1:
+        stem += f"_every{cfg.every}"
     if cfg.limit:
         stem += f"_first{cfg.limit}"
     return Path(cfg.out) if cfg.out else REPO / "runs" / "eval", stem
@@ -129,7 +133,7 @@ def split_records(cfg: EvalConfig) -> list:
         records = [r for r in load_captions(cfg.data_root, cfg.dataset) if r.split == cfg.split]
     except FileNotFoundError as exc:
         raise EvalError(f"{exc}; point --data-root (or REMOTEGLM_DATA_ROOT) at the data folder") from None
-    records = available_images(cfg, records)
+    records = available_images(cfg, records)[:: max(cfg.every, 1)]
     return records[: cfg.limit] if cfg.limit else records
 
 
@@ -365,12 +369,13 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated subset of " + ",".join(d.tasks))
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="only the first N images")
+    ap.add_argument("--every", type=int, default=1, help="only every Nth image (a subset over all classes)")
     ap.add_argument("--device", default="auto")
     ns = ap.parse_args(argv)
     return EvalConfig(model=ns.model, adapter=ns.adapter, quant=ns.quant, dataset=ns.dataset, split=ns.split,
                       data_root=ns.data_root, out=ns.out, tasks=tuple(ns.tasks.split(",")),
-                      batch_size=ns.batch_size, limit=ns.limit, device=ns.device)
+                      batch_size=ns.batch_size, limit=ns.limit, every=ns.every, device=ns.device)
 
 
 def main(argv: list[str] | None = None) -> int:
