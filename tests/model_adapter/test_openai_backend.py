@@ -80,9 +80,9 @@ def test_same_answer_as_the_local_model_blocking_and_streaming(served, hf_backen
 def test_from_settings_asks_the_server_which_model_it_serves(served, hf_backend):
     backend = load_backend(Settings(backend="openai", openai_base_url=served.url))
     assert isinstance(backend, OpenAIBackend)
-    assert backend.model_name == hf_backend.model_name
-    named = load_backend(Settings(backend="openai", openai_base_url=served.url, model="remoteglm"))
-    assert named.model_name == "remoteglm"  # an alias our server accepts, like a vLLM --lora-modules name
+    assert backend.model_name == "remoteglm"  # the server's served id, not the checkpoint's directory name
+    named = load_backend(Settings(backend="openai", openai_base_url=served.url, model=hf_backend.model_name))
+    assert named.model_name == hf_backend.model_name  # the checkpoint's own name is an alias the server accepts
     assert named.generate([ChatMessage("user", QUESTION)], GREEDY).completion_tokens >= 1
 
 
@@ -95,7 +95,7 @@ def test_whole_conversation_service_runs_on_the_openai_backend(served, hf_backen
     follow = service.ask(conv.id, "图中有多少架飞机？")  # the image comes back from storage for turn two
     stored = service.history(conv.id)
     assert [m.role for m in stored.messages] == ["user", "assistant", "user", "assistant"]
-    assert stored.model == hf_backend.model_name
+    assert stored.model == "remoteglm"
     assert stored.messages[1].status == "complete" and stored.messages[1].completion_tokens >= 1
     assert follow.prompt_tokens > stored.messages[1].prompt_tokens  # the second prompt carries the first turn
 
