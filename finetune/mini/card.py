@@ -118,11 +118,12 @@ def render_card(out: Path) -> None:
     text = f"""# RemoteGLM-mini
 
 A small Chinese / English remote-sensing vision-language chat model, trained from scratch on two CPU cores in
-about {total_min:.0f} minutes, shipped in the repository as RemoteGLM's offline default model. It names the scene,
-describes it (one sentence or a few), answers yes/no, counting, water / vegetation / buildings / roads, urban or
-rural, density, colours, layout, land-use and "what else" questions, honours language requests ("用英文回答"),
-repeats or refers back to its previous answer, says honestly what an image cannot tell (country, year, owner,
-resolution...), and asks for an image when the conversation has none.
+about {total_min:.0f} minutes, shipped in the repository as RemoteGLM's offline default model. It is trained to name the scene,
+describe it (one sentence or a few), answer yes/no, counting, water / vegetation / buildings / roads, urban or
+rural, density, colours, layout, land-use and "what else" questions, honour language requests ("用英文回答"),
+repeat or refer back to its previous answer, say honestly what an image cannot tell (country, year, owner,
+resolution...), and ask for an image when the conversation has none; how often it does each on phrasings it
+was not trained on is measured below.
 
 Load it like any transformers VLM (the `remoteglm_mini` architecture is registered when `model_adapter` is
 imported; no `trust_remote_code`):

@@ -90,3 +90,52 @@ def test_follow_up_question_in_the_same_conversation(backend) -> None:
     scene = _ask(backend, [[ChatMessage("user", "请描述这张遥感图像。", [image]), ChatMessage("assistant", first),
                             ChatMessage("user", "这张遥感图像展现了什么场景？")]])[0]
     assert "港口" in scene, (first, scene)
+
+
+# --- v2: answers the question asked (each of these failed on v1, issue 11) ------------------------------------------
+def test_without_an_image_it_asks_for_one_instead_of_inventing_a_scene(backend) -> None:
+    from model_adapter import ChatMessage
+
+    # Not every phrasing: the held-out evaluation measures 0.90 (e.g. 「图里有几架飞机？」 still gets an invented
+    # count), which is why the web chat also asks for an image itself before a question reaches the model.
+    questions = ["这张遥感图像展现了什么场景？", "图中有多少辆车？", "这片区域是城市还是乡村？", "图中有水体吗？",
+                 "Describe this remote sensing image.", "What can you see in the picture?",
+                 "How many airplanes are there?"]
+    answers = _ask(backend, [[ChatMessage("user", q)] for q in questions])
+    for q, a in zip(questions, answers):
+        assert "上传" in a or "upload" in a.lower(), (q, a)  # v1: 「这是一张十字路口的遥感图像。」
+
+
+def test_answers_in_english_when_asked_and_repeats_in_english(backend) -> None:
+    from finetune.intents import answer_lang
+    from model_adapter import ChatMessage
+
+    image = Image.open(FIXTURES / "harbor_1092.jpg")
+    direct = _ask(backend, [[ChatMessage("user", "这是什么地方？请用英文回答。", [image])]])[0]
+    assert answer_lang(direct) == "en" and "harbor" in direct.lower(), direct
+    first = _ask(backend, [[ChatMessage("user", "这张遥感图像展现了什么场景？", [image])]])[0]
+    again = _ask(backend, [[ChatMessage("user", "这张遥感图像展现了什么场景？", [image]),
+                            ChatMessage("assistant", first), ChatMessage("user", "请用英文再说一遍")]])[0]
+    assert answer_lang(again) == "en" and "harbor" in again.lower(), (first, again)  # v1: 0/10 in English
+
+
+def test_says_honestly_what_the_image_cannot_tell(backend) -> None:
+    from finetune.intents import CANNOT_TELL
+    from model_adapter import ChatMessage
+
+    image = Image.open(FIXTURES / "denseresidential_692.jpg")
+    questions = ["这张图像是在哪个国家拍摄的？", "What year was this photo taken?", "这里住着多少人？"]
+    answers = _ask(backend, [[ChatMessage("user", q, [image])] for q in questions])
+    for q, a in zip(questions, answers):
+        assert CANNOT_TELL.search(a), (q, a)  # v1: 「这是一张密集住宅区的遥感图像。」
+
+
+def test_water_and_urban_questions_get_relevant_answers(backend) -> None:
+    from finetune.caption_metrics import parse_yes_no
+    from model_adapter import ChatMessage
+
+    harbor, dense = Image.open(FIXTURES / "harbor_1092.jpg"), Image.open(FIXTURES / "denseresidential_692.jpg")
+    water, city = _ask(backend, [[ChatMessage("user", "有没有水体？", [harbor])],
+                                 [ChatMessage("user", "这片区域是城市还是乡村？", [dense])]])
+    assert parse_yes_no(water) == "yes", water  # v1: 「一。」
+    assert "城市" in city and "乡村" not in city, city  # v1: 「。」
