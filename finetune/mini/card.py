@@ -1,7 +1,7 @@
 """Model card (README.md) and training curve (training_curve.png) of a RemoteGLM-mini checkpoint.
 
 Written at the end of training by `finetune.mini`; re-run after evaluation to put the measured metrics in:
-`python -m finetune.mini_card checkpoints/remoteglm-mini` (reads `eval/*.json` written by `finetune.evaluate`).
+`python -m finetune.mini.card checkpoints/remoteglm-mini` (reads `eval/*.json` written by `finetune.evaluate`).
 """
 
 from __future__ import annotations
@@ -119,7 +119,10 @@ def render_card(out: Path) -> None:
 
 A small Chinese / English remote-sensing vision-language chat model, trained from scratch on two CPU cores in
 about {total_min:.0f} minutes, shipped in the repository as RemoteGLM's offline default model. It names the scene,
-describes it in one sentence (Chinese or English), answers yes/no and counting questions and follow-ups.
+describes it (one sentence or a few), answers yes/no, counting, water / vegetation / buildings / roads, urban or
+rural, density, colours, layout, land-use and "what else" questions, honours language requests ("用英文回答"),
+repeats or refers back to its previous answer, says honestly what an image cannot tell (country, year, owner,
+resolution...), and asks for an image when the conversation has none.
 
 Load it like any transformers VLM (the `remoteglm_mini` architecture is registered when `model_adapter` is
 imported; no `trust_remote_code`):
@@ -147,8 +150,14 @@ KV cache, left-padded batches, sampling and streaming come from transformers' `g
 
 Training splits only: UCM-captions (1 680 images), RSICD Karpathy train (8 736 images), the 9 available Sydney
 images; the Chinese references of `data/zh` (faithful sentence translations). Conversations from `finetune.data`:
-describe (zh/en), scene (zh/en), presence yes/no (zh/en), count (zh/en), multi-turn; UCM sampled
-{cfg['decoder']['ucm_weight']}x as often as the others. Validation: UCM val split (scene accuracy) and a fixed
+describe (zh/en), scene (zh/en), presence yes/no (zh/en), count (zh/en), multi-turn, and the v2 question intents
+of `finetune/intents.py` (each image's fact sheet from its 5 + 5 references and label; hand-written phrasings in
+`finetune/prompt_pools/v2/`, of which the held-out ones are never trained on): water, vegetation, buildings,
+roads, urban / rural, density, colours, layout, land use, what else, summary, detailed description, unanswerable
+questions, out-of-scope requests, upload requests without an image (also with the image arriving in the next
+turn), language requests and 3-6 turn conversations with translate / refer-back turns. Draws per task:
+`{cfg['decoder'].get('task_shares', '')}`; within a task UCM is sampled {cfg['decoder']['ucm_weight']}x as often as
+the others. Validation: UCM val split (scene accuracy) and a fixed
 subset of val conversations (answer-token loss / accuracy). Test splits are used by the evaluation only.
 
 ## Training
@@ -165,7 +174,8 @@ features (the same views as at inference) {secs.get('features', 0) / 60:.1f} min
 {cfg['decoder']['batch_size']} conversations (AdamW lr {cfg['decoder']['lr']}, vision frozen, dropout
 {cfg['decoder'].get('feature_dropout', 0)} on the global / grid features, scene token
 {"set to the true class of training images" if cfg['decoder'].get('scene_token_labels') else "from the encoder"}), then
-{cfg['decoder'].get('focus_steps', 0)} steps on UCM conversations only (lr {cfg['decoder'].get('focus_lr', 0)}, see the design notes)
+{cfg['decoder'].get('focus_steps', 0)} steps weighted towards UCM (other datasets x{cfg['decoder'].get('focus_other_weight', 0)}, lr {cfg['decoder'].get('focus_lr', 0)},
+scene token from {"the UCM head only" if cfg['decoder'].get('focus_ucm_scene_token') else "both heads"}; see the design notes)
 {secs.get('decoder', 0) / 60:.1f} min. Total {total_min:.1f} min.
 
 Last vision epoch: train acc (augmented) {vis.get('train_acc', float('nan')):.3f}, UCM val acc (one view)
@@ -186,7 +196,7 @@ Published UCM-captions anchors (BLEU-4 / CIDEr): {ANCHORS}.
   of another kind gets the nearest of those scenes. Answers are short, caption-like and often the typical
   sentence of the predicted class (see the evaluation's "beyond the class sentence" figure).
 - Counting only covers what captions state (few images); numbers are frequently wrong.
-- Text-only conversations (no image at all) were never trained: answers are unreliable.
+- Without an image it can only ask for one, say what it does, or decline; it has no general knowledge.
 - Chinese comes from translated English captions; no free-form Chinese knowledge or reasoning.
 - Input is resized to {model_cfg['image_size']} px: fine detail of large scenes is lost.
 """
