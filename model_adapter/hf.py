@@ -48,8 +48,9 @@ from settings import ORIGINAL_GENERATION_DEFAULTS, Settings
 
 log = logging.getLogger(__name__)
 
-# NOTE: measured with bench/threads.py on the 2-core reference machine (see docs/speed.md): 1 intra-op thread
-# answered as fast as 2 when idle and several times faster when the cores were shared with other work.
+# NOTE: measured with `python -m bench.speed` on the 2-core reference machine (docs/speed.md): 1 intra-op thread
+# was about as fast as 2 when idle and up to several times faster when the cores were shared with other work
+# (the streamer's thread and other sessions compete with torch's second thread).
 DEFAULT_CPU_THREADS = 1
 
 
