@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(8000, ge=1)
     """Longest question accepted; longer input is refused with a message."""
 
+    # --- speed ------------------------------------------------------------------------------------------------
+    max_batch_size: int = Field(16, ge=1)
+    """Most requests a local model answers together in one batch (requests arriving while it is busy join the next)."""
+
+    max_queue: int = Field(32, ge=0)
+    """Requests that may wait for the next batch of a local model; beyond that new requests are refused as busy."""
+
+    image_cache_mb: float = Field(256.0, ge=0)
+    """Memory for cached vision features (per image and model), so follow-up turns skip re-encoding; 0 disables."""
+
+    torch_threads: int | None = Field(None, ge=0)
+    """torch CPU threads for a local model. Unset: the measured default (1, see docs/speed.md); 0: torch's own."""
+
     # --- storage --------------------------------------------------------------------------------------------
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where the SQLite database and uploaded images live."""
