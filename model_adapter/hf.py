@@ -265,7 +265,7 @@ def _load(model: str, adapter: str | None, quant: int | None, device: torch.devi
         raise ModelLoadError(
             f"model directory not found: {model}. Point --model / REMOTEGLM_MODEL at a model directory or hub name"
         )
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     try:
         if quant is not None:
             kwargs["quantization_config"] = quantization_config(quant, dtype, model, trust_remote_code)

@@ -40,8 +40,12 @@ def error_response(status: int, message: str, type: str, code: str | None = None
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+# Routes behind the API key besides /v1/: the schema and its viewers describe the whole API.
+PROTECTED_PATHS = ("/docs", "/redoc", "/openapi.json")
+
+
 class Guard:
-    """API key and body size, checked for /v1/ routes before the application reads anything."""
+    """API key and body size, checked for /v1/ routes (and the API docs) before the application reads anything."""
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body: int):
         self.app = app
@@ -49,7 +53,8 @@ class Guard:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path.startswith("/v1/") or path.startswith(PROTECTED_PATHS)):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
