@@ -115,10 +115,13 @@ def parse_count(answer: str) -> int | None:
     for w in words:
         if w in _EN_NUM:
             return _EN_NUM[w]
-    for zh in sorted(_ZH_NUM, key=len, reverse=True):
-        if zh in answer:
-            return _ZH_NUM[zh]
-    return None
+    text = _ZH_NOT_A_NUMBER.sub("", answer)
+    found = [(m.start(), -len(zh), zh) for zh in _ZH_NUM for m in re.finditer(zh, text)]
+    return _ZH_NUM[min(found)[2]] if found else None  # the first numeral, the longest one where two start
+
+
+# Words with a numeral that is not a count ("一共有四架" = "four in all").
+_ZH_NOT_A_NUMBER = re.compile(r"一共|一些|一起|一直|一样|一边|一侧|一部分|一下|一般|统一|唯一|之一|一片片")
 
 
 def faithfulness(answers: list[str], references: list[list[str]]) -> dict:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetune import intents
 from finetune.scenes import scene_of
 from finetune.tasks import ALL_TASKS, ImageRecord, Sample, load_pools, samples_for
 
@@ -65,6 +66,9 @@ class BuildConfig:
     """Also add the original project's Chinese paragraphs as extra describe_zh training samples (flag)."""
     zh_dir: Path | None = None
     """Folder of the translation JSONL files; default <data-root>/zh, else the shipped data/zh."""
+    intents_v2: bool = True
+    """Add the v2 question intents (finetune/intents.py) to train / val: water, vegetation, urban or rural,
+    colours, layout, refusals, upload requests, language requests, multi-turn... (flag --no-intents-v2)."""
     require_images: bool = True
     """Leave out images whose file is missing under the data root (Sydney has 9 of 613), noted in the card;
     flag --keep-missing-images keeps them (caption-only use, tests on fixtures)."""
@@ -169,10 +173,11 @@ def original_to_samples(rows: list[dict], records: list[ImageRecord]) -> list[Sa
 
 
 def samples_to_original(samples: list[Sample]) -> list[dict]:
-    """Single-turn samples -> original rows (`img` = "./<Folder>/<file>"); multi-turn samples are skipped."""
+    """Single-turn samples -> original rows (`img` = "./<Folder>/<file>"); multi-turn samples and samples without an
+    image (the original format has none) are skipped."""
     rows = []
     for s in samples:
-        if len(s["messages"]) != 2:
+        if len(s["messages"]) != 2 or not s.get("image"):
             continue
         img = (s.get("meta") or {}).get("img")
         if img is None:
@@ -187,18 +192,21 @@ def samples_to_original(samples: list[Sample]) -> list[dict]:
 def build_samples(records: list[ImageRecord], cfg: BuildConfig) -> dict[str, list[Sample]]:
     """Samples per split for these records."""
     pools = load_pools()
+    v2_pools = intents.load_pools() if cfg.intents_v2 else None
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     for rec in records:
         splits[rec.split].extend(samples_for(rec, cfg.seed, pools, cfg.tasks, cfg.describe_per_image,
                                              cfg.presence_per_image))
+        if v2_pools is not None and rec.split != "test":  # test images are asked held-out phrasings instead
+            splits[rec.split].extend(intents.samples_v2(rec, cfg.seed, v2_pools))
     return splits
 
 
 def check_no_leak(splits: dict[str, list[Sample]]) -> None:
     """Raise if an image of val or test is also in train (compared by dataset and image path)."""
-    train = {(s["dataset"], s["image"]) for s in splits.get("train", [])}
+    train = {(s["dataset"], s["image"]) for s in splits.get("train", []) if s["image"]}
     for name in ("val", "test"):
-        leaked = train & {(s["dataset"], s["image"]) for s in splits.get(name, [])}
+        leaked = train & {(s["dataset"], s["image"]) for s in splits.get(name, []) if s["image"]}
         if leaked:
             raise ValueError(f"{len(leaked)} {name} images also in train, e.g. {sorted(leaked)[:3]}")
 
@@ -210,7 +218,8 @@ def dataset_card(splits: dict[str, list[Sample]]) -> dict:
     for split, samples in splits.items():
         for s in samples:
             counts[s["task"]][split][s["lang"]] += 1
-            images[s["dataset"]][split].add(s["image"])
+            if s["image"]:  # no-image conversations (v2 upload requests) have none
+                images[s["dataset"]][split].add(s["image"])
     return {"counts": {t: {sp: dict(c) for sp, c in v.items()} for t, v in sorted(counts.items())},
             "images": {d: {sp: len(v) for sp, v in sorted(x.items())} for d, x in sorted(images.items())},
             "totals": {sp: len(v) for sp, v in splits.items()}}
@@ -258,7 +267,9 @@ def build(cfg: BuildConfig) -> BuildResult:
     card["notes"] = notes
     card["config"] = {"datasets": list(cfg.datasets), "seed": cfg.seed, "describe_per_image": cfg.describe_per_image,
                       "presence_per_image": cfg.presence_per_image, "seed_paragraphs": cfg.seed_paragraphs,
-                      "require_images": cfg.require_images}
+                      "require_images": cfg.require_images, "intents_v2": cfg.intents_v2}
+    if cfg.intents_v2:
+        card["pools_v2_sha256"] = intents.pools_digest()
     Path(cfg.out, "card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
     Path(cfg.out, "card.md").write_text(card_markdown(card), encoding="utf-8")
     return BuildResult(splits=splits, card=card, seconds=time.perf_counter() - t0)
@@ -270,7 +281,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                       tasks=tuple(args.tasks.split(",")), seed=args.seed, describe_per_image=args.describe_per_image,
                       presence_per_image=args.presence_per_image, seed_paragraphs=args.seed_paragraphs,
                       zh_dir=Path(args.zh_dir) if args.zh_dir else None,
-                      require_images=not args.keep_missing_images)
+                      require_images=not args.keep_missing_images, intents_v2=not args.no_intents_v2)
     result = build(cfg)
     print(card_markdown(result.card))
     print(f"wrote {sum(result.card['totals'].values())} samples to {cfg.out} in {result.seconds:.1f}s")
@@ -297,6 +308,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--presence-per-image", type=int, default=1)
     b.add_argument("--seed-paragraphs", action="store_true", help="add the original project's paragraphs (train)")
     b.add_argument("--zh-dir", default=None, help="folder of the translation JSONL files")
+    b.add_argument("--no-intents-v2", action="store_true", help="v1 tasks only (no v2 question intents)")
     b.add_argument("--keep-missing-images", action="store_true", help="keep samples whose image file is missing")
     e = sub.add_parser("export-original", help="conversation JSONL -> original {img,prompt,label} JSON")
     e.add_argument("--src", required=True)

@@ -2,20 +2,25 @@
 
     python -m finetune.evaluate --model checkpoints/remoteglm-mini --dataset ucm --split test
     python -m finetune.evaluate --model checkpoints/remoteglm-mini --dataset rsicd --split test
-    python -m finetune.evaluate --model /models/GLM-4.1V-9B-Thinking --adapter runs/lora/adapter --quant 4
+    python -m finetune.evaluate --model /models/GLM-4.1V-9B-Thinking --adapter runs/lora --quant 4
 
 Asks every test image the fixed prompts below (greedy, batched through `model_adapter`), then reports BLEU-1..4,
 METEOR, ROUGE-L, CIDEr against the 5 references (English: COCO PTB tokenisation; Chinese: character level),
-scene accuracy + confusion matrix PNG, yes/no accuracy, count accuracy, faithfulness (answers naming glossary
-objects that no reference mentions), and the "class stock sentence" baseline (a perfect scene classifier that
-answers its class's most common training caption). Writes `<name>.json`, `<name>.md`, `<name>_confusion.png`
-into --out (default: `<model>/eval/` for a local model directory, else runs/eval/).
+scene accuracy + confusion matrix PNG, yes/no accuracy, count accuracy (and the best constant answer's),
+faithfulness (answers naming glossary objects that no reference mentions), the "class stock sentence" baseline (a
+perfect scene classifier that answers its class's most common training caption), and the question-following
+report (task "questions", `finetune.eval_questions`: held-out phrasings of ~20 intents graded against each image's
+fact sheet, no-image / refusal / language / refer-back rates). Writes `<name>.json`, `<name>.md`, `<name>_confusion.png`,
+`<name>_answers.jsonl` with <name> = `<model>[+<adapter>]_<dataset>_<split>` into --out (default: runs/eval/) and
+prints where. Images are read from --data-root (env REMOTEGLM_DATA_ROOT); none found is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -24,6 +29,9 @@ from pathlib import Path
 from finetune.caption_metrics import (
     caption_scores, confusion, faithfulness, normalise_sentence, parse_count, parse_scene, parse_yes_no,
     stock_sentences,
+)
+from finetune.eval_questions import (
+    answers_rows, best_constant, build_question_items, markdown_questions, score_questions,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +45,9 @@ PROMPTS = {
 # Published UCM-captions results (BLEU-4, CIDEr), for the table.
 ANCHORS = [("VLAD-LSTM", 0.503, None), ("SAT (LAM-TL)", 0.723, None), ("SkyEyeGPT", 0.784, 2.37),
            ("RS-LLaVA-13B", 0.728, 3.49)]
+# Below this many images corpus-level scores (CIDEr's document frequencies, BLEU's brevity) say little, and the
+# stock-sentence baseline least of all (with --limit 5 it printed BLEU 1.000 / CIDEr 0.000).
+MIN_BASELINE_IMAGES = 50
 MAX_NEW = {"describe_en": 48, "describe_zh": 64, "scene_en": 24, "scene_zh": 24, "presence_en": 24,
            "presence_zh": 24, "count_en": 24, "count_zh": 24}
 
@@ -53,14 +64,49 @@ class EvalConfig:
     """4 or 8 to load the base model quantised (bitsandbytes)."""
     dataset: str = "ucm"
     split: str = "test"
-    data_root: Path = REPO.parent / "shared" / "data"
+    data_root: Path = Path(os.environ.get("REMOTEGLM_DATA_ROOT", REPO.parent / "shared" / "data"))
     out: Path | None = None
     tasks: tuple[str, ...] = ("describe_en", "describe_zh", "scene_zh", "scene_en", "presence_zh", "presence_en",
-                              "count_zh", "count_en")
+                              "count_zh", "count_en", "questions")
     batch_size: int = 32
     limit: int = 0
     """Evaluate only the first N images (0 = all)."""
     device: str = "auto"
+
+
+class EvalError(RuntimeError):
+    """Bad input the user fixes with a flag; printed as one line, exit code 2."""
+
+
+def available_images(cfg: EvalConfig, records: list) -> list:
+    """The records whose image is on disk; an error naming the data root when none is, a count when some are."""
+    found = [r for r in records if (cfg.data_root / r.image).is_file()]
+    where = f"{cfg.data_root}" + ("" if cfg.data_root.is_dir() else " (that folder does not exist)")
+    if records and not found:
+        raise EvalError(f"none of the {len(records)} {cfg.dataset} {cfg.split} images is under {where}, e.g. "
+                        f"{records[0].image}; point --data-root (or REMOTEGLM_DATA_ROOT) at the folder holding "
+                        f"{cfg.dataset}/images/")
+    if not records:
+        raise EvalError(f"{cfg.dataset} has no {cfg.split!r} images in its caption file (data root {cfg.data_root})")
+    if len(found) < len(records):
+        print(f"warning: only {len(found)} of {len(records)} {cfg.dataset} {cfg.split} images found under "
+              f"{cfg.data_root}; evaluating those {len(found)}", flush=True)
+    return found
+
+
+def _label(path: str) -> str:
+    """A short file-name-safe name for a model or adapter: its folder name (a checkpoint's: run-step)."""
+    parts = [p for p in Path(path).parts if p not in ("adapter", "checkpoints", "/", ".", "..")] or ["model"]
+    name = parts[-1] if not parts[-1].startswith("step-") or len(parts) < 2 else f"{parts[-2]}-{parts[-1]}"
+    return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in name)
+
+
+def result_paths(cfg: EvalConfig) -> tuple[Path, str]:
+    """(folder, stem) of the results: `<model>[+<adapter>]_<dataset>_<split>[_first<N>]` under --out or runs/eval."""
+    stem = _label(cfg.model) + (f"+{_label(cfg.adapter)}" if cfg.adapter else "") + f"_{cfg.dataset}_{cfg.split}"
+    if cfg.limit:
+        stem += f"_first{cfg.limit}"
+    return Path(cfg.out) if cfg.out else REPO / "runs" / "eval", stem
 
 
 @dataclass
@@ -75,15 +121,23 @@ class Item:
     meta: dict = field(default_factory=dict)
 
 
-def build_items(cfg: EvalConfig) -> tuple[list[Item], dict]:
+def split_records(cfg: EvalConfig) -> list:
+    """The split's caption records whose image is on disk (the first --limit)."""
+    from finetune.data import load_captions
+
+    try:
+        records = [r for r in load_captions(cfg.data_root, cfg.dataset) if r.split == cfg.split]
+    except FileNotFoundError as exc:
+        raise EvalError(f"{exc}; point --data-root (or REMOTEGLM_DATA_ROOT) at the data folder") from None
+    records = available_images(cfg, records)
+    return records[: cfg.limit] if cfg.limit else records
+
+
+def build_items(cfg: EvalConfig, records: list) -> tuple[list[Item], dict]:
     """Questions for the split: fixed describe / scene prompts per image; presence and count questions from the
     data builder's test samples (they carry the expected answer)."""
     from finetune.data import BuildConfig, build, load_captions
 
-    records = [r for r in load_captions(cfg.data_root, cfg.dataset) if r.split == cfg.split]
-    records = [r for r in records if (cfg.data_root / r.image).exists()]
-    if cfg.limit:
-        records = records[: cfg.limit]
     keep = {r.image for r in records}
     items = []
     for r in records:
@@ -112,8 +166,10 @@ def build_items(cfg: EvalConfig) -> tuple[list[Item], dict]:
     return items, train_refs
 
 
-def generate_all(cfg: EvalConfig, items: list[Item]) -> float:
-    """Fill `item.answer` by greedy batched generation through the adapter; returns seconds spent."""
+def generate_all(cfg: EvalConfig, items: list[Item], questions: list | None = None) -> float:
+    """Fill `item.answer` (and the question-following items' answers) by greedy batched generation through the
+    adapter; returns seconds spent."""
+    from finetune.eval_questions import generate_questions
     from model_adapter import ChatMessage, GenerationParams, load_backend, load_image
 
     backend = load_backend(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, device=cfg.device)
@@ -135,6 +191,9 @@ def generate_all(cfg: EvalConfig, items: list[Item]) -> float:
                 it.answer = c.text.strip()
             print(f"  {task}: {min(i + cfg.batch_size, len(group))}/{len(group)} ({time.time() - t0:.0f} s)",
                   flush=True)
+    if questions:
+        generate_questions(backend, questions, lambda path: load_image(str(cfg.data_root / path)), cfg.batch_size,
+                           log=lambda msg: print(msg, flush=True))
     backend.close()
     return time.time() - t0
 
@@ -157,6 +216,9 @@ def score(cfg: EvalConfig, items: list[Item], train_refs: dict) -> dict:
             table = stock if lang == "en" else stock_zh
             oracle = {str(i): table.get(it.label, table.get(None, "")) for i, it in enumerate(group)}
             res["class_stock_baseline"] = caption_scores(oracle, refs, lang, meteor=False)
+            if len(group) < MIN_BASELINE_IMAGES:
+                res["class_stock_baseline_note"] = (f"over only {len(group)} images: not meaningful below "
+                                                    f"{MIN_BASELINE_IMAGES}")
             res["class_stock_baseline_faithfulness"] = faithfulness(list(oracle.values()),
                                                                     [it.references for it in group])
             stock_set = {normalise_sentence(s) for s in table.values()}
@@ -179,6 +241,7 @@ def score(cfg: EvalConfig, items: list[Item], train_refs: dict) -> dict:
         elif task.startswith("count"):
             pred = [parse_count(it.answer) for it in group]
             res["accuracy"] = sum(p == it.expected for p, it in zip(pred, group)) / len(group)
+            res["best_constant"], res["best_constant_accuracy"] = best_constant([it.expected for it in group])
         res["examples"] = [{"image": it.image, "prompt": it.prompt, "answer": it.answer,
                             "references": it.references[:2], "expected": it.expected} for it in group[:5]]
         report["tasks"][task] = res
@@ -223,7 +286,8 @@ def markdown(report: dict) -> str:
     for task, label in (("describe_en", "ours, English"), ("describe_zh", "ours, Chinese (characters)")):
         if task in t:
             lines.append(f"| {label} | " + " | ".join(fmt(t[task]["metrics"], c) for c in cols) + " |")
-            lines.append(f"| class stock sentence, perfect classifier ({task[-2:]}) | "
+            note = t[task].get("class_stock_baseline_note")
+            lines.append(f"| class stock sentence, perfect classifier ({task[-2:]}){' - ' + note if note else ''} | "
                          + " | ".join(fmt(t[task]["class_stock_baseline"], c) for c in cols) + " |")
     if report["dataset"] == "ucm":
         for n, b4, cider in ANCHORS:
@@ -232,8 +296,12 @@ def markdown(report: dict) -> str:
     lines += ["| question task | n | accuracy |", "|---|---|---|"]
     for task in ("scene_en", "scene_zh", "presence_en", "presence_zh", "count_en", "count_zh"):
         if task in t:
-            lines.append(f"| {task} | {t[task]['n']} | {t[task]['accuracy']:.3f} |")
+            extra = (f" (best constant answer {t[task]['best_constant']}: {t[task]['best_constant_accuracy']:.3f})"
+                     if "best_constant" in t[task] else "")
+            lines.append(f"| {task} | {t[task]['n']} | {t[task]['accuracy']:.3f}{extra} |")
     lines.append("")
+    if "questions" in report:
+        lines += [markdown_questions(report["questions"]), ""]
     for task in ("describe_en", "describe_zh"):
         if task in t:
             f = t[task]["faithfulness"]
@@ -254,25 +322,33 @@ def markdown(report: dict) -> str:
     lines.append("- English: pycocoevalcap with its PTB tokenizer; Chinese: character level (punctuation dropped), "
                  "no METEOR.")
     if "seconds" in report:
-        lines.append(f"- {sum(v['n'] for v in t.values())} answers generated in {report['seconds']:.0f} s.")
+        n = sum(v['n'] for v in t.values()) + report.get('questions', {}).get('n', 0)
+        lines.append(f"- {n} answers generated in {report['seconds']:.0f} s.")
     return "\n".join(lines) + "\n"
 
 
 def run(cfg: EvalConfig) -> dict:
-    items, train_refs = build_items(cfg)
-    print(f"{len(items)} questions on {cfg.dataset} {cfg.split}", flush=True)
-    seconds = generate_all(cfg, items)
+    records = split_records(cfg)
+    items, train_refs = build_items(cfg, records)
+    questions = build_question_items(records) if "questions" in cfg.tasks else []
+    print(f"{len(items) + len(questions)} questions on {cfg.dataset} {cfg.split}", flush=True)
+    seconds = generate_all(cfg, items, questions)
     report = score(cfg, items, train_refs)
+    if questions:
+        report["questions"] = score_questions(questions)
     report["seconds"] = seconds
-    out = cfg.out or (Path(cfg.model) / "eval" if Path(cfg.model).is_dir() else REPO / "runs" / "eval")
+    out, stem = result_paths(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{cfg.dataset}_{cfg.split}"
     (out / f"{stem}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
     (out / f"{stem}_answers.jsonl").write_text("".join(json.dumps(asdict(it), ensure_ascii=False) + "\n"
                                                        for it in items))
+    if questions:
+        (out / f"{stem}_questions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                             for r in answers_rows(questions)))
     plot_confusion(report, out / f"{stem}_confusion.png")
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
+    print(f"results: {out / stem}.md (.json, _answers.jsonl, _confusion.png)", flush=True)
     return report
 
 
@@ -298,7 +374,13 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
+    from model_adapter.hf import ModelLoadError
+
+    try:
+        run(parse_args(argv))
+    except (EvalError, ModelLoadError) as exc:
+        print(f"python -m finetune.evaluate: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

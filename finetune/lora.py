@@ -36,6 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from finetune.data import ORIGINAL_FOLDERS
+from model_adapter.hf import peft_quiet
 from model_adapter.images import load_image
 from model_adapter.registry import quirks_for
 
@@ -131,18 +132,54 @@ class TrainConfig(BaseModel):
 
 
 # --- samples ------------------------------------------------------------------------------------------------------
+class InputError(ValueError):
+    """Bad input the user fixes with a flag or a data file; the CLI prints it as one line and exits 2."""
+
+
 def read_samples(path: Path, data_root: Path) -> list[dict]:
-    """Conversation samples from a JSONL / JSON file; original {"img","prompt","label"} rows are converted."""
-    text = Path(path).read_text(encoding="utf-8")
+    """Conversation samples from a JSONL / JSON file; original {"img","prompt","label"} rows are converted.
+
+    Every problem names the file and the line (JSONL) or item (JSON list) it is on.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
     if text.lstrip().startswith("["):
-        rows = json.loads(text)
+        try:
+            rows = [(f"{path}: item {i + 1}", row) for i, row in enumerate(json.loads(text))]
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     else:
-        rows = [json.loads(x) for x in text.splitlines() if x.strip()]
-    samples = [row if "messages" in row else original_to_sample(row, Path(data_root)) for row in rows]
-    for s in samples:
-        roles = [m["role"] for m in s["messages"] if m["role"] != "system"]
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((f"{path}:{lineno}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    samples, found = [], set()
+    for where, row in rows:
+        if not isinstance(row, dict) or not ("messages" in row or {"img", "prompt", "label"} <= row.keys()):
+            raise InputError(f"{where}: a sample is an object with \"messages\" (or the original \"img\", "
+                             f"\"prompt\", \"label\")")
+        s = row if "messages" in row else original_to_sample(row, Path(data_root))
+        msgs = s["messages"]
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and {"role", "content"} <= m.keys()
+                                                 for m in msgs):
+            raise InputError(f"{where}: \"messages\" must be a list of {{\"role\", \"content\"}} objects")
+        roles = [m["role"] for m in msgs if m["role"] != "system"]
         if not roles or roles[0] != "user" or "assistant" not in roles:
-            raise ValueError(f"{path}: sample {s.get('id')!r} must start with a user turn and hold an assistant turn")
+            raise InputError(f"{where}: sample {s.get('id')!r} must start with a user turn and hold an assistant turn")
+        if s.get("image") and s["image"] not in found:
+            path_ = Path(s["image"]) if Path(s["image"]).is_absolute() else Path(data_root) / s["image"]
+            if not path_.is_file():
+                raise InputError(f"{where}: image {s['image']!r} not found under {data_root} "
+                                 f"(set --data-root or REMOTEGLM_DATA_ROOT)")
+            found.add(s["image"])
+        samples.append(s)
+    if not samples:
+        raise InputError(f"{path}: no samples (expected conversation JSONL or an original-format JSON list)")
     return samples
 
 
@@ -301,6 +338,49 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+# --- up-front checks ---------------------------------------------------------------------------------------------
+# Options that change the shape of the LoRA weights: a checkpoint written with other values cannot be resumed.
+SHAPE_OPTIONS = ("base", "lora_rank", "target_modules", "include_projector", "qlora")
+
+
+def check_base(base: str) -> None:
+    """A base that cannot be a model, found before anything is loaded."""
+    if not base.strip():
+        raise InputError("--base is empty: give a model directory or a hub name (e.g. zai-org/GLM-4.1V-9B-Base)")
+    path = Path(base)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise InputError(f"--base {base}: no config.json in that directory; point it at a transformers model")
+    elif path.is_absolute() or base.startswith((".", "~")) or base.count("/") != 1:
+        raise InputError(f"--base {base}: no such model directory (and not a hub name like org/model)")
+
+
+def check_inputs(cfg: TrainConfig) -> tuple[list[dict], list[dict] | None]:
+    """Everything a run needs that can be checked without loading the model: the base, the data files (every line,
+    every image), and the output directory against an earlier run's checkpoints. Returns (train, val) samples."""
+    check_base(cfg.base)
+    out = Path(cfg.out)
+    resume = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume) if cfg.resume else None
+    if cfg.resume is None and latest_checkpoint(out) is not None:
+        raise InputError(f"{out} already holds checkpoints of another run ({latest_checkpoint(out).name}): "
+                         "pass --resume latest to continue it, or choose a new --out")
+    if resume is not None:
+        if not (resume / STATE_FILE).is_file():
+            raise InputError(f"--resume {cfg.resume}: {resume} is not a checkpoint of this trainer (no {STATE_FILE})")
+        saved = out / "train_config.json"
+        if saved.is_file():
+            before = json.loads(saved.read_text(encoding="utf-8"))
+            now = json.loads(cfg.model_dump_json())
+            changed = [f"--{k.replace('_', '-')} {before.get(k)!r} -> {now.get(k)!r}" for k in SHAPE_OPTIONS
+                       if k in before and before.get(k) != now.get(k)]
+            if changed:
+                raise InputError(f"the checkpoints in {out} come from another run ({'; '.join(changed)}); "
+                                 "rerun with the original options or choose a new --out")
+    train = read_samples(cfg.data, cfg.data_root)
+    val = read_samples(cfg.val, cfg.data_root)[: cfg.val_max_samples] if cfg.val else None
+    return train, val
+
+
 # --- model ----------------------------------------------------------------------------------------------------------
 def lora_targets(model: torch.nn.Module, vision_modules: tuple[str, ...], include_projector: bool) -> list[str]:
     """Full names of the linear layers that get LoRA: every one of the language model (not lm_head), plus the
@@ -345,15 +425,17 @@ def load_for_training(cfg: TrainConfig, device: torch.device, dtype: torch.dtype
     model.config.use_cache = False
     gc_kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs, DDP and ZeRO
     if cfg.qlora:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs=gc_kwargs)
+        with peft_quiet():
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs=gc_kwargs)
     elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
     vision = quirks_for(model.config.model_type).vision_modules
     target = cfg.target_modules or lora_targets(model, vision, cfg.include_projector)
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=target, task_type="CAUSAL_LM")
-    return processor, get_peft_model(model, lora)
+    with peft_quiet():
+        return processor, get_peft_model(model, lora)
 
 
 def lora_module_names(model: torch.nn.Module) -> list[str]:
@@ -428,6 +510,7 @@ class TrainResult:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Train and write the adapter to cfg.out (checkpoints, metrics.jsonl and loss.png beside it)."""
+    train_samples, val_samples = check_inputs(cfg)  # InputError before the model is loaded
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -441,10 +524,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.include_projector)],
     )
     if cfg.qlora and _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3:
-        raise ValueError("--qlora does not run under DeepSpeed ZeRO-3; use the ddp or zero2 config")
+        raise InputError("--qlora does not run under DeepSpeed ZeRO-3; use the ddp or zero2 config")
     set_seed(cfg.seed)
     out = Path(cfg.out)
-    processor, model = load_for_training(cfg, accelerator.device, dtype)
+    try:
+        processor, model = load_for_training(cfg, accelerator.device, dtype)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load --base {cfg.base}: {' '.join(str(exc).split())}") from exc
     tokenizer = getattr(processor, "tokenizer", processor)
     wanted = quirks_for(model.config.model_type).model_inputs
     stop_ids = stop_token_ids(model, tokenizer)
@@ -455,11 +541,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     # RNG would shift the dropout masks of a resumed run (the order itself comes from `shuffle_for_epoch`).
     loader = partial(torch.utils.data.DataLoader, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                      collate_fn=partial(collate, pad_id=pad_id), generator=torch.Generator().manual_seed(cfg.seed))
-    train_ds = make_ds(read_samples(cfg.data, cfg.data_root))
+    train_ds = make_ds(train_samples)
     train_dl = loader(train_ds)
     val_dl = None
-    if cfg.val:
-        val_dl = loader(make_ds(read_samples(cfg.val, cfg.data_root)[: cfg.val_max_samples], shuffle=False))
+    if val_samples is not None:
+        val_dl = loader(make_ds(val_samples, shuffle=False))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if _is_deepspeed(accelerator):  # no "auto" batch size to infer from when dataloaders are prepared separately
@@ -474,8 +560,6 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
     resume = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume) if cfg.resume else None
-    if resume is None and cfg.resume is None and latest_checkpoint(out) is not None:
-        raise ValueError(f"{out} already holds checkpoints of another run: pass --resume latest, or a new --out")
     if resume is not None:
         # the checkpoint holds the LoRA weights only: the frozen base is not expected in it
         not_strict = {"load_module_strict": False} if _is_deepspeed(accelerator) else {"strict": False}
@@ -494,6 +578,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     bar = tqdm(total=stop_at, initial=state["step"], disable=not accelerator.is_local_main_process, desc="lora")
     model.train()
     started, samples_seen, window = time.perf_counter(), 0, []
+    clock = started - state.get("elapsed_s", 0.0)  # metrics' elapsed_s runs on across resumes
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     while state["step"] < stop_at:
@@ -520,7 +605,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             record = {"step": state["step"], "loss": step_loss, "lr": scheduler.get_last_lr()[0],
-                      "elapsed_s": round(time.perf_counter() - started, 3)}
+                      "elapsed_s": round(time.perf_counter() - clock, 3)}
             if val_dl is not None and (state["step"] % cfg.eval_every == 0 or state["step"] == total_steps):
                 record["val_loss"] = evaluate(model, val_dl, accelerator, wanted)
                 accelerator.print(f"step {state['step']}: val_loss {record['val_loss']:.4f}")
@@ -529,6 +614,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 with open(metrics, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
             if state["step"] % cfg.save_every == 0 or state["step"] == stop_at:
+                state["elapsed_s"] = round(time.perf_counter() - clock, 3)
                 save_checkpoint(accelerator, model, out, state, cfg.keep_checkpoints)
             if state["step"] >= stop_at:
                 break
@@ -582,7 +668,8 @@ def export(base: str, adapter: Path, out: Path, dtype: str = "auto", trust_remot
 
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
                                                         trust_remote_code=trust_remote_code)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    with peft_quiet():
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.save_pretrained(out)
     AutoProcessor.from_pretrained(base, trust_remote_code=trust_remote_code).save_pretrained(out)
     return Path(out)
@@ -597,7 +684,8 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None
         kind = field.annotation
         if isinstance(kind, types.UnionType):
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        kwargs: dict[str, Any] = {"help": field.description, "dest": name}
+        # argparse %-formats help strings: a literal % must be doubled
+        kwargs: dict[str, Any] = {"help": (field.description or "").replace("%", "%%"), "dest": name}
         if field.is_required():
             kwargs["required"] = True
         else:
@@ -631,8 +719,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(**values)
     except ValidationError as exc:  # name the flag, not the field
         problems = [f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()]
-        raise SystemExit("python -m finetune.lora train: " + "; ".join(problems)) from None
-    summary = train(cfg).summary
+        print("python -m finetune.lora train: error: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    try:
+        summary = train(cfg).summary
+    except InputError as exc:
+        print(f"python -m finetune.lora train: error: {exc}", file=sys.stderr)
+        return 2
     summary.pop("history")
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=1))

@@ -11,8 +11,11 @@ blocking, batched and streaming paths.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
+import warnings
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,6 +261,47 @@ def quantization_config(bits: int, compute_dtype: torch.dtype, model: str, trust
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
+def check_adapter(adapter: str, model: str, loaded: torch.nn.Module) -> None:
+    """Refuse an adapter trained on another architecture, or one whose target modules this model lacks (peft would
+    drop those LoRA weights without a word); warn when it was trained on another base of the same architecture."""
+    import re
+
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    trained_on = config.get("base_model_name_or_path") or ""
+    trained_type = None
+    if trained_on and (Path(trained_on) / "config.json").is_file():
+        trained_type = json.loads((Path(trained_on) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    here = loaded.config.model_type
+    if trained_type and trained_type != here:
+        raise ModelLoadError(f"the adapter {adapter} was trained on a {trained_type} model ({trained_on}), not on "
+                             f"this {here} model {model}; pass the --model it was trained on")
+    names = [name for name, _ in loaded.named_modules()]
+    targets = config.get("target_modules") or []
+    if isinstance(targets, str):  # a regex, matched against full module names
+        missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+    else:  # peft's rule: a name matches a target equal to it or ending in ".target"
+        ends = {n.split(".", i)[-1] for n in names for i in range(n.count(".") + 1)}
+        missing = [t for t in targets if t not in ends]
+    if missing:
+        raise ModelLoadError(f"the adapter {adapter} targets {len(missing)} module(s) that {model} ({here}) does not "
+                             f"have, e.g. {missing[0]!r}; it was trained on another base ({trained_on or 'unknown'})")
+    same = trained_on and (trained_on == model or (Path(trained_on).exists() and Path(model).exists()
+                                                   and Path(trained_on).resolve() == Path(model).resolve()))
+    if trained_on and not same:
+        log.warning("the adapter %s was trained on %s, not on %s (same %s architecture): answers may differ from "
+                    "the trained ones", adapter, trained_on, model, here)
+
+
+@contextlib.contextmanager
+def peft_quiet() -> Iterator[None]:
+    """peft 0.21 still calls transformers 5's deprecated `is_gradient_checkpointing` / `gradient_checkpointing_enable`
+    aliases, which print a FutureWarning on every adapter load; silence exactly those two."""
+    with warnings.catch_warnings():
+        for name in ("is_gradient_checkpointing", "gradient_checkpointing_enable"):
+            warnings.filterwarnings("ignore", message=f"`{name}` is deprecated", category=FutureWarning)
+        yield
+
+
 def _load(model: str, adapter: str | None, quant: int | None, device: torch.device, dtype: torch.dtype,
           trust_remote_code: bool):
     path = Path(model)
@@ -281,6 +325,8 @@ def _load(model: str, adapter: str | None, quant: int | None, device: torch.devi
 
         if not (Path(adapter) / "adapter_config.json").exists():
             raise ModelLoadError(f"no peft adapter (adapter_config.json) in {adapter}; point --adapter at one")
-        loaded = PeftModel.from_pretrained(loaded, adapter)
+        check_adapter(adapter, model, loaded)
+        with peft_quiet():
+            loaded = PeftModel.from_pretrained(loaded, adapter)
     loaded.eval()
     return processor, loaded

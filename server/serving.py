@@ -58,8 +58,9 @@ class ServerConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REMOTEGLM_", use_attribute_docstrings=True, extra="ignore")
 
-    served_model_name: str | None = None
-    """Model id that /v1/models lists and requests name. Unset: the backend's model name (e.g. remoteglm-mini)."""
+    served_model_name: str = "remoteglm"
+    """Model id that /v1/models lists and responses carry (the README's examples use it). Requests may also name
+    the model directory or its folder name."""
 
     max_waiting: int = Field(8, ge=0)
     """Requests that may wait while the model answers another one; beyond that the server answers 503 at once."""

@@ -16,7 +16,7 @@ from transformers.image_utils import PILImageResampling
 
 # "<image>" is the placeholder model_adapter.registry expects for this model type.
 IMAGE_TOKEN = "<image>"
-# Special tokens in id order: the tokenizer builder (finetune/mini_text.py) assigns ids 0..5 in this order.
+# Special tokens in id order: the tokenizer builder (finetune/mini/tokenizer.py) assigns ids 0..5 in this order.
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", IMAGE_TOKEN]
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -30,7 +30,7 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- endif -%}"
 )
-# Per-channel statistics of the training images (UCM + RSICD), shared with finetune/mini_vision.py.
+# Per-channel statistics of the training images (UCM + RSICD), shared with finetune/mini/vision.py.
 IMAGE_MEAN = [0.40, 0.42, 0.38]
 IMAGE_STD = [0.20, 0.19, 0.19]
 

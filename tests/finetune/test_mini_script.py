@@ -46,8 +46,8 @@ def test_mini_training_script_writes_a_loadable_model(tmp_path: Path) -> None:
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from finetune.mini import main
-    from finetune.mini_text import encode_conversation
+    from finetune.mini.decoder import encode_conversation
+    from finetune.mini.pipeline import main
 
     data = make_data_root(tmp_path / "data")
     out, work = tmp_path / "model", tmp_path / "work"
@@ -75,6 +75,22 @@ def test_mini_training_script_writes_a_loadable_model(tmp_path: Path) -> None:
                                       model.config.num_image_tokens)
     assert ids + [processor.tokenizer.convert_tokens_to_ids("<|assistant|>")] == inputs["input_ids"][0].tolist()
     assert all(label == -100 for label in labels)
+    # ... also without an image, and with the image arriving in the second user turn (v2 upload requests).
+    tok = processor.tokenizer
+    text_only = [{"role": "user", "content": "这是什么地方？"}]
+    ids, _ = encode_conversation(tok, text_only, model.config.num_image_tokens, image_turn=None)
+    rendered = processor(text=[processor.apply_chat_template(text_only, add_generation_prompt=True, tokenize=False)],
+                         return_tensors="pt")["input_ids"][0].tolist()
+    assert ids + [tok.convert_tokens_to_ids("<|assistant|>")] == rendered
+    later = [{"role": "user", "content": "这是什么地方？"}, {"role": "assistant", "content": "请先上传图像。"},
+             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "这是什么地方？"}]}]
+    rendered = processor(text=[processor.apply_chat_template(later, add_generation_prompt=True, tokenize=False)],
+                         images=[image], return_tensors="pt")["input_ids"][0].tolist()
+    plain = [{**m, "content": "这是什么地方？"} if m["role"] == "user" else m for m in later]
+    ids, _ = encode_conversation(tok, plain, model.config.num_image_tokens, image_turn=1)
+    assert ids + [tok.convert_tokens_to_ids("<|assistant|>")] == rendered
+    rows = [json.loads(x) for x in (work / "data" / "train.jsonl").read_text().splitlines()]
+    assert any(r["image"] is None for r in rows)  # trained on conversations without an image too
 
     # Same command again: every stage resumes from its checkpoint and rewrites the model.
     before = torch.load(work / "decoder.pt", weights_only=False)["step"]
@@ -85,8 +101,8 @@ def test_mini_training_script_writes_a_loadable_model(tmp_path: Path) -> None:
 def test_feature_cache_is_recomputed_for_another_encoder(tmp_path: Path, monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from finetune import mini_text
-    from finetune.mini_images import ImageSet
+    from finetune.mini import features as mini_features
+    from finetune.mini.images import ImageSet
     from model_adapter.mini.vision_remoteglm_mini import VisionEncoder
 
     torch.manual_seed(0)
@@ -95,25 +111,25 @@ def test_feature_cache_is_recomputed_for_another_encoder(tmp_path: Path, monkeyp
     encoder = VisionEncoder(SimpleNamespace(vision_widths=[8, 8, 8, 8], vision_depths=[1, 1, 1, 1], vision_grid=2,
                                             scene_heads={"ucm": ["x", "y"]})).eval()
     calls = []
-    real = mini_text.encode_views
-    monkeypatch.setattr(mini_text, "encode_views", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = mini_features.encode_views
+    monkeypatch.setattr(mini_features, "encode_views", lambda *a, **k: calls.append(1) or real(*a, **k))
     path = tmp_path / "features.pt"
 
-    first = mini_text.stage_features(sets, encoder, path)
+    first = mini_features.stage_features(sets, encoder, path)
     assert sorted(first["index"]) == ["ucm/a", "ucm/b"] and len(calls) == 1
-    assert torch.equal(mini_text.stage_features(sets, encoder, path)["probs"], first["probs"]) and len(calls) == 1
+    assert torch.equal(mini_features.stage_features(sets, encoder, path)["probs"], first["probs"]) and len(calls) == 1
 
     with torch.no_grad():
         encoder.scene_head.bias.copy_(torch.tensor([5.0, -5.0]))  # another scene head, same backbone
-    again = mini_text.stage_features(sets, encoder, path)
+    again = mini_features.stage_features(sets, encoder, path)
     assert len(calls) == 2
     assert torch.equal(again["global"], first["global"]) and not torch.equal(again["probs"], first["probs"])
-    assert torch.load(path, weights_only=False)["encoder_digest"].startswith(mini_text.state_digest(encoder))
+    assert torch.load(path, weights_only=False)["encoder_digest"].startswith(mini_features.state_digest(encoder))
 
 
 def test_label_forced_scene_probabilities_use_the_true_class_of_training_images_only() -> None:
-    from finetune.mini_images import ImageSet
-    from finetune.mini_text import label_forced
+    from finetune.mini.decoder import label_forced
+    from finetune.mini.images import ImageSet
 
     images = torch.zeros(3, 8, 8, 3, dtype=torch.uint8)
     sets = {"ucm": ImageSet(images, torch.tensor([1, 0, -1]), ["train", "val", "train"], ["a", "b", "c"]),
@@ -126,3 +142,53 @@ def test_label_forced_scene_probabilities_use_the_true_class_of_training_images_
     assert torch.equal(forced[1], probs[1]) and torch.equal(forced[2], probs[2])  # val image; unlabelled image
     assert torch.equal(forced[3], torch.tensor([0.2, 0.2, 0.0, 0.0, 1.0]))
     assert torch.equal(feats["probs"], torch.full((4, 5), 0.2))  # the input is not modified
+
+
+def test_task_shares_set_each_tasks_part_of_the_draws() -> None:
+    from types import SimpleNamespace
+
+    from finetune.mini.decoder import sampling_weights
+
+    items = [(None, None, 0, "ucm", "describe_en")] * 2 + [(None, None, 1, "rsicd", "describe_zh")] * 6 + [
+        (None, None, -1, "rsicd", "no_image")] * 10 + [(None, None, 2, "ucm", "water")] * 2
+    train = SimpleNamespace(items=items)
+    w = sampling_weights(train, "describe=0.5,no_image=0.2,*=0.3", ucm_weight=3.0)
+    share = lambda t: float(w[[i for i, it in enumerate(items) if it[4].startswith(t)]].sum() / w.sum())  # noqa: E731
+    assert share("describe") == pytest.approx(0.5) and share("no_image") == pytest.approx(0.2)
+    assert share("water") == pytest.approx(0.3)
+    assert float(w[0] / w[2]) == pytest.approx(3.0)  # UCM weighs ucm_weight times RSICD within a task
+    assert torch.equal(sampling_weights(train, "", 3.0)[:3], torch.tensor([3.0, 3.0, 1.0]))  # v1: dataset only
+
+
+def test_decoder_loss_mixes_rows_with_and_without_an_image() -> None:
+    """A batch of one image conversation and one text-only one gives the same loss per row as each alone."""
+    from transformers import LlamaConfig
+
+    from finetune.mini.decoder import decoder_loss
+    from model_adapter.mini import RemoteGLMMiniConfig, RemoteGLMMiniForConditionalGeneration
+
+    torch.manual_seed(0)
+    text = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=2, intermediate_size=64, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    config = RemoteGLMMiniConfig(text_config=text, vision_widths=[8, 8, 8, 8], vision_depths=[1, 1, 1, 1],
+                                 scene_heads={"ucm": ["a", "b"]}, image_token_id=5, pad_token_id=0, eos_token_id=1)
+    model = RemoteGLMMiniForConditionalGeneration(config).eval()
+    n = config.num_image_tokens
+    g2 = config.vision_grid ** 2
+    feats = {"global": torch.randn(2, 8), "probs": torch.softmax(torch.randn(2, 2), -1),
+             "grid": torch.randn(2, 8, g2, 8).half()}
+    with_img = [3] + [5] * n + [10, 11, 4, 12, 13, 1]
+    text_only = [3, 10, 11, 4, 14, 15, 1]
+    width = len(with_img)
+    ids = torch.zeros(2, width, dtype=torch.long)
+    ids[0], ids[1, : len(text_only)] = torch.tensor(with_img), torch.tensor(text_only)
+    mask = (torch.arange(width)[None] < torch.tensor([[width], [len(text_only)]])).long()
+    labels = torch.where(mask.bool() & (ids > 11), ids, torch.full_like(ids, -100))
+    views = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        both, _, count = decoder_loss(model, feats, ids, labels, mask, torch.tensor([1, -1]), views)
+        a, _, ca = decoder_loss(model, feats, ids[:1], labels[:1], mask[:1], torch.tensor([1]), views[:1])
+        b, _, cb = decoder_loss(model, feats, ids[1:, : len(text_only)], labels[1:, : len(text_only)],
+                                mask[1:, : len(text_only)], torch.tensor([-1]), views[1:])
+    assert count == ca + cb
+    assert float(both) == pytest.approx((float(a) * ca + float(b) * cb) / count, rel=1e-4)

@@ -22,7 +22,7 @@ CORPUS = ["请描述这张遥感图像。", "有许多飞机停在机场。", "D
 
 @pytest.fixture(scope="module")
 def tiny_mini_dir(tmp_path_factory) -> Path:
-    from finetune.mini_tokenizer import train_tokenizer
+    from finetune.mini.tokenizer import train_tokenizer
     from model_adapter.mini import (
         RemoteGLMMiniConfig, RemoteGLMMiniForConditionalGeneration, RemoteGLMMiniImageProcessor,
         RemoteGLMMiniProcessor,

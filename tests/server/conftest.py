@@ -41,7 +41,7 @@ def server(tiny_backend, server_settings, allowed_dir):
 
 @pytest.fixture(scope="session")
 def served_name(tiny_backend) -> str:
-    return tiny_backend.model_name
+    return "remoteglm"  # ServerConfig's default, the id the README's examples send
 
 
 def data_url(image: bytes, mime: str = "image/jpeg") -> str:

@@ -77,6 +77,7 @@ def test_readme_curl_examples_against_app_serve(running_serve, airplane_jpg, tmp
     models = subprocess.run(["curl", "-sS", f"{running_serve}/v1/models", "-H", "Authorization: Bearer sk-test"],
                             capture_output=True, text=True, check=True, timeout=60).stdout
     assert json.loads(models)["data"][0]["object"] == "model"
+    assert [m["id"] for m in json.loads(models)["data"]] == ["remoteglm"]  # the id the README's examples send
     refused = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{running_serve}/v1/models"],
                              capture_output=True, text=True, timeout=60).stdout
     assert refused == "401"

@@ -1,126 +1,46 @@
-"""Stages 2-4 of RemoteGLM-mini training: frozen vision features, decoder training, export.
+"""Stage 3-4 of RemoteGLM-mini training: the decoder + projector on conversations, then the export.
 
-Boundary: gets the image cache and the trained `VisionEncoder` from `finetune.mini`, the conversation JSONL from
-`finetune.data`; writes the HF model directory (safetensors + config + processor) via `finetune.mini_card`.
-Conversations are tokenised segment by segment exactly as the chat template renders them (a test checks this),
-with loss on the assistant turns only.
+Boundary: gets the image cache and the trained `VisionEncoder` from `finetune.mini.pipeline`, features from
+`finetune.mini.features`, the conversation JSONL from `finetune.data`; writes the HF model directory (safetensors +
+config + processor) and the card (`finetune.mini.card`). Conversations are tokenised segment by segment exactly as
+the chat template renders them (a test checks this), with loss on the assistant turns only. Conversations without
+an image (the v2 upload requests) train the decoder alone; an image may arrive in a later user turn.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from finetune.mini_images import ImageSet
-from finetune.mini_vision import to_float
+from finetune.mini.checkpoint import save_atomic
+from finetune.mini.config import vision_config
+from finetune.mini.features import gate_features, stage_features
+from finetune.mini.images import ImageSet
 from model_adapter.mini.processing_remoteglm_mini import IMAGE_TOKEN
-from model_adapter.mini.vision_remoteglm_mini import dihedral_views
 
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
 
 
-# --- features -------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def encode_views(encoder, images: torch.Tensor, batch: int = 64, desc: str = "features"
-                 ) -> dict[str, torch.Tensor]:
-    """uint8 (N,S,S,3) -> global (N,C) averaged over the 8 dihedral views, probs (N,K) over the model's test-time
-    views (`VisionEncoder.tta_scene_probs`), grid (N,8,G*G,C) fp16."""
-    encoder.eval()
-    out = {"global": [], "probs": [], "grid": []}
-    for i in tqdm(range(0, len(images), batch), desc=desc, dynamic_ncols=True,
-                  mininterval=0.5 if sys.stderr.isatty() else 30):
-        x = to_float(images[i : i + batch])
-        views = dihedral_views(x)  # (8, B, 3, S, S)
-        n, b = views.shape[:2]
-        pooled, grid, logits = encoder.forward_view(views.flatten(0, 1))
-        out["global"].append(pooled.view(n, b, -1).mean(0))
-        out["probs"].append(encoder.tta_scene_probs(x, logits))  # the same views as the model at inference
-        out["grid"].append(grid.view(n, b, *grid.shape[1:]).transpose(0, 1).half())
-    return {k: torch.cat(v) for k, v in out.items()}
-
-
-def state_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's parameters and buffers (names, shapes, values)."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def stage_features(sets: dict[str, ImageSet], encoder, path: Path) -> dict:
-    """Features of every train/val image, keyed by "dataset/stem" -> row; cached in `path` together with the
-    encoder's digest, and recomputed when the cache was made by another encoder (a retrained or changed vision
-    stage in the same work folder would otherwise train the decoder on another encoder's features)."""
-    t0 = time.time()
-    digest = f"{state_digest(encoder)}/crop={encoder.scene_crop}"
-    if path.exists():
-        feats = torch.load(path, weights_only=False)
-        if feats.get("encoder_digest") == digest:
-            return feats
-        print(f"{path}: made by another vision encoder; recomputing", file=sys.stderr)
-    keys, chunks = [], []
-    for name, s in sets.items():
-        idx = torch.tensor([i for i, sp in enumerate(s.splits) if sp in ("train", "val")], dtype=torch.long)
-        if len(idx) == 0:
-            continue
-        keys += [f"{name}/{s.stems[i]}" for i in idx.tolist()]
-        chunks.append(encode_views(encoder, s.images[idx], desc=f"features {name}"))
-    feats = {k: torch.cat([c[k] for c in chunks]) for k in ("global", "probs", "grid")}
-    feats["index"] = {k: i for i, k in enumerate(keys)}
-    feats["encoder_digest"] = digest
-    feats["seconds"] = time.time() - t0
-    torch.save(feats, path)
-    return feats
-
-
-@torch.no_grad()
-def gate_features(feats: dict, sets: dict[str, ImageSet], encoder, path: Path) -> dict:
-    """Replace feats["probs"] by the source-gated probabilities (8-view source average), as the model computes them."""
-    if encoder.source is None:
-        return feats
-    if path.exists():
-        source = torch.load(path, weights_only=False)
-    else:
-        encoder.eval()
-        rows = {}
-        for name, s in sets.items():
-            for i, stem in enumerate(s.stems):
-                if f"{name}/{stem}" in feats["index"]:
-                    rows[feats["index"][f"{name}/{stem}"]] = (name, i)
-        source = torch.zeros(len(feats["index"]), len(encoder.head_sizes))
-        order = sorted(rows)
-        for j in tqdm(range(0, len(order), 128), desc="source probs", mininterval=0.5 if sys.stderr.isatty() else 30):
-            chunk = order[j : j + 128]
-            x = torch.stack([to_float(sets[rows[r][0]].images[rows[r][1]][None])[0] for r in chunk])
-            views = dihedral_views(x)
-            n, b = views.shape[:2]
-            source[chunk] = encoder.source(views.flatten(0, 1)).softmax(-1).view(n, b, -1).mean(0)
-        torch.save(source, path)
-    return {**feats, "probs": encoder.gate(feats["probs"], source), "source": source}
-
-
 # --- conversations -> token ids --------------------------------------------------------------------------------
-def encode_conversation(tokenizer, messages: list[dict], num_image_tokens: int, with_image: bool = True
+def encode_conversation(tokenizer, messages: list[dict], num_image_tokens: int, image_turn: int | None = 0
                         ) -> tuple[list[int], list[int]]:
-    """Token ids and labels (-100 outside assistant turns) of a conversation, the image in the first user turn.
+    """Token ids and labels (-100 outside assistant turns) of a conversation, the image at the start of user turn
+    number `image_turn` (0 = the first; None = no image).
 
     Equal to tokenising the chat template's rendering (`<|user|><image>*N question<|assistant|>answer<|end|>...`).
     """
     ids, labels = [], []
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     end_id = tokenizer.convert_tokens_to_ids("<|end|>")
-    image_done = not with_image
+    image_done = image_turn is None
+    user_turn = -1
     for m in messages:
         role_id = tokenizer.convert_tokens_to_ids(ROLE_TOKENS[m["role"]])
         text = tokenizer.encode(m["content"], add_special_tokens=False)
@@ -129,7 +49,8 @@ def encode_conversation(tokenizer, messages: list[dict], num_image_tokens: int, 
             labels += [-100] + text + [end_id]
             continue
         seg = [role_id]
-        if m["role"] == "user" and not image_done:
+        user_turn += m["role"] == "user"
+        if m["role"] == "user" and not image_done and user_turn == image_turn:
             seg += [image_id] * num_image_tokens
             image_done = True
         seg += text
@@ -138,23 +59,31 @@ def encode_conversation(tokenizer, messages: list[dict], num_image_tokens: int, 
     return ids, labels
 
 
-def image_key(row: dict) -> str:
-    return f"{row['dataset']}/{Path(row['image']).stem}"
+def image_key(row: dict) -> str | None:
+    return f"{row['dataset']}/{Path(row['image']).stem}" if row.get("image") else None
+
+
+def image_turn(row: dict) -> int | None:
+    """Which user turn holds the row's image (None: a conversation without one)."""
+    return int(row.get("meta", {}).get("image_turn", 0)) if row.get("image") else None
 
 
 class ConversationSet:
-    """Tokenised conversations with their feature rows; `batch(idx)` pads on the right for training."""
+    """Tokenised conversations with their feature rows (-1: no image); `batch(idx)` pads on the right."""
 
     def __init__(self, rows: list[dict], tokenizer, feats: dict, num_image_tokens: int, max_len: int = 160):
         self.items = []
+        self.dropped = 0
         for r in rows:
             key = image_key(r)
-            if key not in feats["index"]:
+            if key is not None and key not in feats["index"]:
                 continue
-            ids, labels = encode_conversation(tokenizer, r["messages"], num_image_tokens)
+            ids, labels = encode_conversation(tokenizer, r["messages"], num_image_tokens, image_turn(r))
             if len(ids) > max_len:
+                self.dropped += 1
                 continue
-            self.items.append((torch.tensor(ids), torch.tensor(labels), feats["index"][key], r["dataset"]))
+            row = feats["index"][key] if key is not None else -1
+            self.items.append((torch.tensor(ids), torch.tensor(labels), row, r["dataset"], r["task"]))
         self.pad_id = tokenizer.pad_token_id
 
     def __len__(self) -> int:
@@ -166,7 +95,7 @@ class ConversationSet:
         ids = torch.full((len(items), width), self.pad_id)
         labels = torch.full((len(items), width), -100)
         mask = torch.zeros((len(items), width), dtype=torch.long)
-        for j, (t, lab, _, _) in enumerate(items):
+        for j, (t, lab, *_) in enumerate(items):
             ids[j, : len(t)], labels[j, : len(t)], mask[j, : len(t)] = t, lab, 1
         return ids, labels, mask, torch.tensor([it[2] for it in items])
 
@@ -174,12 +103,18 @@ class ConversationSet:
 def decoder_loss(model, feats: dict, ids, labels, mask, rows, views, feature_dropout: float = 0.0
                  ) -> tuple[torch.Tensor, int, int]:
     """Next-token loss on labelled positions; LM head only where there is a label. Returns loss, correct, count.
-    `feature_dropout`: dropout on the global and grid features (not the scene probabilities), training only."""
-    grid = feats["grid"][rows, views].float()  # (B, G*G, C)
-    pooled = feats["global"][rows]
-    if feature_dropout:
-        pooled, grid = F.dropout(pooled, feature_dropout), F.dropout(grid, feature_dropout)
-    image_embeds = model.model.projector(pooled, feats["probs"][rows], grid)
+    `rows` -1 marks a conversation without an image (its row gets no visual tokens; the others' fill the image
+    placeholders in batch order, as `masked_scatter` reads them). `feature_dropout`: dropout on the global and grid
+    features (not the scene probabilities), training only."""
+    has = rows >= 0
+    rows, views = rows[has], views[has]
+    image_embeds = None
+    if len(rows):
+        grid = feats["grid"][rows, views].float()  # (B, G*G, C)
+        pooled = feats["global"][rows]
+        if feature_dropout:
+            pooled, grid = F.dropout(pooled, feature_dropout), F.dropout(grid, feature_dropout)
+        image_embeds = model.model.projector(pooled, feats["probs"][rows], grid)
     out, _ = model.model(input_ids=ids, attention_mask=mask, image_embeds=image_embeds, use_cache=False)
     hidden = out.last_hidden_state[:, :-1]
     target = labels[:, 1:]
@@ -195,8 +130,6 @@ def build_model(cfg, tokenizer, encoder):
     """Fresh RemoteGLM-mini with the trained vision encoder copied in."""
     from transformers import LlamaConfig
 
-    from finetune.mini import SCENE_HEADS
-    from finetune.mini_images import DATASET_CLASSES
     from model_adapter.mini import RemoteGLMMiniConfig, RemoteGLMMiniForConditionalGeneration
 
     d = cfg.decoder
@@ -207,10 +140,7 @@ def build_model(cfg, tokenizer, encoder):
         eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
     )
     config = RemoteGLMMiniConfig(
-        text_config=text, vision_widths=list(cfg.widths), vision_depths=list(cfg.depths), vision_grid=4,
-        vision_source_widths=list(cfg.source_widths),
-        image_size=cfg.image_size, vision_tta=True, vision_scene_crop=cfg.scene_crop,
-        scene_heads={k: DATASET_CLASSES[k] for k in SCENE_HEADS},
+        text_config=text, **vars(vision_config(cfg)), image_size=cfg.image_size, vision_tta=True,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=True,
         scene_token_heads=["ucm"] if cfg.decoder.focus_steps and cfg.decoder.focus_ucm_scene_token else None,
         scene_token=cfg.decoder.scene_token,
@@ -233,8 +163,8 @@ def load_conversations(cfg) -> dict[str, list[dict]]:
 
 
 def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: dict) -> Path:
-    from finetune.mini_card import write_card_and_curve
-    from finetune.mini_tokenizer import conversation_texts, train_tokenizer, wrap_tokenizer
+    from finetune.mini.card import write_card_and_curve
+    from finetune.mini.tokenizer import conversation_texts, train_tokenizer, wrap_tokenizer
     from model_adapter.mini import RemoteGLMMiniImageProcessor, RemoteGLMMiniProcessor
 
     secs = history.setdefault("seconds", {})
@@ -253,11 +183,14 @@ def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: d
         tokenizer.save_pretrained(tok_dir)
     model = build_model(cfg, tokenizer, encoder)
     n_img = model.config.num_image_tokens
-    train = ConversationSet(conv["train"], tokenizer, feats, n_img)
-    val_rows = [r for r in conv["val"] if image_key(r) in feats["index"]]
+    max_len = cfg.decoder.max_len
+    train = ConversationSet(conv["train"], tokenizer, feats, n_img, max_len)
+    history["decoder_data"] = {"conversations": len(train), "over_max_len": train.dropped,
+                               "no_image": sum(it[2] < 0 for it in train.items)}
+    val_rows = [r for r in conv["val"] if image_key(r) is None or image_key(r) in feats["index"]]
     g = torch.Generator().manual_seed(cfg.seed)
     val_pick = torch.randperm(len(val_rows), generator=g)[: cfg.decoder.val_samples].tolist()
-    val = ConversationSet([val_rows[i] for i in val_pick], tokenizer, feats, n_img)
+    val = ConversationSet([val_rows[i] for i in val_pick], tokenizer, feats, n_img, max_len)
     train_feats = label_forced(feats, sets, model.config.scene_heads) if cfg.decoder.scene_token_labels else feats
     train_decoder(cfg, model, train, val, feats, history, train_feats)
     model.eval()
@@ -286,6 +219,32 @@ def bucketed_batch(weights: torch.Tensor, lengths: torch.Tensor, batch: int, ste
     order = torch.randperm(BUCKET, generator=gen)
     k = int(order[j])
     return idx[k * batch : (k + 1) * batch].tolist()
+
+
+def parse_shares(spec: str) -> dict[str, float]:
+    """"describe=0.3,scene=0.1,*=0.2" -> {"describe": 0.3, "scene": 0.1, "*": 0.2} ("" = no shares)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, val = part.partition("=")
+        out[name.strip()] = float(val)
+    return out
+
+
+def sampling_weights(train: ConversationSet, task_shares: str, ucm_weight: float) -> torch.Tensor:
+    """Per-conversation sampling weights: each task (or group, "*" = every task not named) gets its share of the
+    draws, split evenly over its conversations; within a task, UCM conversations weigh `ucm_weight` times the
+    others. Without shares every conversation weighs 1 (UCM `ucm_weight`), as in v1."""
+    ds = torch.tensor([ucm_weight if it[3] == "ucm" else 1.0 for it in train.items])
+    shares = parse_shares(task_shares)
+    if not shares:
+        return ds
+    tasks = [it[4].removesuffix("_en").removesuffix("_zh") for it in train.items]
+    named = set(shares) - {"*"}
+    group = [t if t in named else "*" for t in tasks]
+    mass: dict[str, float] = {}
+    for g, w in zip(group, ds.tolist()):
+        mass[g] = mass.get(g, 0.0) + w
+    return torch.tensor([w * shares.get(g, 0.0) / mass[g] for g, w in zip(group, ds.tolist())])
 
 
 def label_forced(feats: dict, sets: dict[str, ImageSet], scene_heads: list) -> dict:
@@ -323,8 +282,8 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
         history["decoder"] = ckpt["history"]
         history["seconds"] = ckpt["seconds"]
     secs = history.setdefault("seconds", {})
-    weights = torch.tensor([d.ucm_weight if it[3] == "ucm" else 1.0 for it in train.items])
-    focus_weights = torch.tensor([1.0 if it[3] == "ucm" else d.focus_other_weight for it in train.items])
+    weights = sampling_weights(train, d.task_shares, d.ucm_weight)
+    focus_weights = weights * torch.tensor([1.0 if it[3] == "ucm" else d.focus_other_weight for it in train.items])
     total = d.steps + d.focus_steps
     # With focus_ucm_scene_token, the focus phase (and the exported model) feed only the UCM head to the scene token.
     head_mask = torch.tensor(model.config.scene_token_mask())
@@ -370,10 +329,8 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
             secs["decoder"] = secs.get("decoder", 0.0) + time.time() - t_prev
             t_prev = time.time()
             bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}))
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
-                        "history": history["decoder"], "seconds": secs}, tmp)
-            tmp.replace(ckpt_path)
+            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
+                         "history": history["decoder"], "seconds": secs}, ckpt_path)
             model.train()
             model.model.vision.eval()
     bar.close()

@@ -2,7 +2,7 @@
 uint8 tensor, with its split and scene label (from the file naming of each dataset).
 
 Decoding 13k JPEGs takes ~1 minute on one core; the cache (~640 MB at 128 px) is saved under the run's output
-folder and reused on resume. Run alone: `python -m finetune.mini_images --data-root ../shared/data --out runs/cache.pt`.
+folder and reused on resume. Run alone: `python -m finetune.mini.images --data-root ../shared/data --out runs/cache.pt`.
 """
 
 from __future__ import annotations

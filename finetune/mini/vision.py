@@ -1,8 +1,9 @@
 """Stage 1 of RemoteGLM-mini training: the ResNet vision encoder + scene heads, on UCM + RSICD training images.
 
 Boundary: tensors in, a trained `VisionEncoder` out; knows nothing about text. Augmentation runs batch-wise as one
-affine `grid_sample` (random dihedral view, scale and shift) on the uint8 cache from `finetune.mini_images`.
-Called by `finetune.mini`; standalone sweep: `python -m finetune.mini_vision --cache runs/mini-cache.pt`.
+affine `grid_sample` (random dihedral view, scale and shift) on the uint8 cache from `finetune.mini.images`.
+`stage_vision` / `stage_source` are the pipeline's resumable stages (`finetune.mini.pipeline`); standalone sweep:
+`python -m finetune.mini.vision --cache runs/mini-cache.pt`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from finetune.mini_images import ImageSet
+from finetune.mini.checkpoint import save_atomic
+from finetune.mini.config import SCENE_HEADS, MiniTrainConfig, vision_config
+from finetune.mini.images import DATASET_CLASSES, ImageSet
+from finetune.mini.vision_config import VisionTrainConfig
 
 MEAN = torch.tensor([0.40, 0.42, 0.38]).view(1, 3, 1, 1)
 STD = torch.tensor([0.20, 0.19, 0.19]).view(1, 3, 1, 1)
@@ -25,27 +31,6 @@ STD = torch.tensor([0.20, 0.19, 0.19]).view(1, 3, 1, 1)
 _ROT = [torch.tensor([[1.0, 0], [0, 1]]), torch.tensor([[0.0, -1], [1, 0]]), torch.tensor([[-1.0, 0], [0, -1]]),
         torch.tensor([[0.0, 1], [-1, 0]])]  # fmt: skip
 DIHEDRAL = torch.stack(_ROT + [r @ torch.tensor([[-1.0, 0], [0, 1]]) for r in _ROT])  # (8, 2, 2)
-
-
-@dataclass
-class VisionTrainConfig:
-    """Stage-1 hyper-parameters."""
-
-    epochs: int = 30
-    """Passes over the (UCM-oversampled) training set."""
-    batch_size: int = 64
-    lr: float = 2e-3
-    """Peak AdamW learning rate (cosine decay, 1 epoch warm-up)."""
-    weight_decay: float = 0.05
-    train_size: int = 112
-    """Side of the random crops fed to the network during training; evaluation uses the full cached image."""
-    min_scale: float = 0.6
-    """Smallest crop side as a fraction of the image side."""
-    ucm_repeat: int = 2
-    """UCM training images appear this many times per epoch (UCM is the target, RSICD the helper)."""
-    use_rsicd: bool = True
-    label_smoothing: float = 0.1
-    seed: int = 0
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -170,12 +155,113 @@ def train_vision(encoder, sets: dict[str, ImageSet], heads: dict[str, int], cfg:
     return opt
 
 
+def stage_vision(cfg: MiniTrainConfig, sets: dict[str, ImageSet], history: dict) -> "torch.nn.Module":
+    """Stage 1, resumable from work/vision.pt (saved after every epoch)."""
+    from model_adapter.mini.vision_remoteglm_mini import VisionEncoder
+
+    torch.manual_seed(cfg.seed)
+    encoder = VisionEncoder(vision_config(cfg))
+    for m in encoder.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    ckpt_path = cfg.work / "vision.pt"
+    start, opt_state = 0, None
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        encoder.load_state_dict(ckpt["encoder"], strict=False)  # the source net is trained by stage_source
+        start, opt_state = ckpt["epoch"], ckpt["optimizer"]
+        history["vision"] = ckpt["history"]
+        history["seconds"] = ckpt.get("seconds", {})
+    if start >= cfg.vision.epochs:
+        return encoder.eval()
+    heads = {k: len(DATASET_CLASSES[k]) for k in SCENE_HEADS}
+    ucm = sets["ucm"]
+    val_idx = ucm.index("val")
+    sl = head_slices(heads)["ucm"]
+    n_train = sum(int((s.labels[s.index("train")] >= 0).sum()) * (cfg.vision.ucm_repeat if k == "ucm" else 1)
+                  for k, s in sets.items() if k in heads and (k == "ucm" or cfg.vision.use_rsicd))
+    steps = n_train // cfg.vision.batch_size
+    bar = tqdm(total=steps * cfg.vision.epochs, initial=steps * start, desc="vision", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
+    t_prev = time.time()
+
+    def on_epoch(epoch: int, stats: dict, opt) -> None:
+        nonlocal t_prev
+        if len(val_idx):
+            stats["val_acc"] = evaluate_accuracy(encoder, ucm.images[val_idx], ucm.labels[val_idx], sl, tta=False)
+        history.setdefault("vision", []).append(stats)
+        secs = history.setdefault("seconds", {})
+        secs["vision"] = secs.get("vision", 0.0) + time.time() - t_prev
+        t_prev = time.time()
+        bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}))
+        save_atomic({"encoder": encoder.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                     "history": history["vision"], "seconds": secs}, ckpt_path)
+
+    train_vision(encoder, sets, heads, cfg.vision, "cpu", on_epoch, start, opt_state, bar)
+    bar.close()
+    return encoder.eval()
+
+
+def stage_source(cfg: MiniTrainConfig, sets: dict[str, ImageSet], encoder, history: dict) -> None:
+    """Stage 1b: the dataset-style net (which scene head applies), class-balanced over datasets; resumable."""
+    path = cfg.work / "source.pt"
+    if encoder.source is None:
+        return
+    if path.exists():
+        ckpt = torch.load(path, weights_only=False)
+        encoder.source.load_state_dict(ckpt["source"])
+        history["source"], history.setdefault("seconds", {})["source"] = ckpt["history"], ckpt["seconds"]
+        return
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    names = [n for n in SCENE_HEADS if n in sets]
+    train = {n: sets[n].index("train") for n in names}
+    per = max(len(v) for v in train.values())
+    imgs = torch.cat([sets[n].images[train[n][torch.arange(per) % len(train[n])]] for n in names])
+    labels = torch.cat([torch.full((per,), i) for i, n in enumerate(names)])
+    net = encoder.source
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.05)
+    steps = len(imgs) // cfg.vision.batch_size
+    bar = tqdm(total=steps * cfg.source_epochs, desc="source", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps * cfg.source_epochs)
+    stats = []
+    for epoch in range(cfg.source_epochs):
+        net.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        perm = torch.randperm(len(imgs), generator=gen)
+        for s in range(steps):
+            b = perm[s * cfg.vision.batch_size : (s + 1) * cfg.vision.batch_size]
+            # Crops near full size: the style cue is partly the ground resolution, which zooming would change.
+            x = augment(imgs[b], cfg.image_size, 0.85, gen)
+            loss = torch.nn.functional.cross_entropy(net(x), labels[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+        net.eval()
+        acc = {}
+        with torch.no_grad():
+            for i, n in enumerate(names):
+                idx = sets[n].index("val")
+                if len(idx):
+                    pred = torch.cat([net(to_float(sets[n].images[idx[j : j + 256]])).argmax(-1)
+                                      for j in range(0, len(idx), 256)])
+                    acc[f"val_acc_{n}"] = float((pred == i).float().mean())
+        stats.append({"epoch": epoch + 1, "loss": loss.item(), **acc})
+        bar.write(json.dumps(stats[-1]))
+    bar.close()
+    history["source"] = stats
+    history.setdefault("seconds", {})["source"] = time.time() - t0
+    save_atomic({"source": net.state_dict(), "history": stats, "seconds": time.time() - t0}, path)
+
+
 def main() -> None:
     """Sweep entry point: train one configuration and print UCM val/test accuracy as JSON lines."""
     from types import SimpleNamespace
 
     from model_adapter.mini.vision_remoteglm_mini import VisionEncoder
-    from finetune.mini_images import DATASET_CLASSES
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cache", type=Path, required=True)

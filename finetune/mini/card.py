@@ -1,7 +1,7 @@
 """Model card (README.md) and training curve (training_curve.png) of a RemoteGLM-mini checkpoint.
 
 Written at the end of training by `finetune.mini`; re-run after evaluation to put the measured metrics in:
-`python -m finetune.mini_card checkpoints/remoteglm-mini` (reads `eval/*.json` written by `finetune.evaluate`).
+`python -m finetune.mini.card checkpoints/remoteglm-mini` (reads `eval/*.json` written by `finetune.evaluate`).
 """
 
 from __future__ import annotations

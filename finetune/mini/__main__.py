@@ -1,0 +1,3 @@
+from finetune.mini.pipeline import main
+
+raise SystemExit(main())
