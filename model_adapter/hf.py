@@ -147,6 +147,9 @@ class HFBackend(ChatBackend):
             )
         return prompt
 
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int | None:
+        return len(self.tokenizer(self.render_prompt(messages), add_special_tokens=False)["input_ids"])
+
     def _prepare(
         self, conversations: list[list[ChatMessage]], params: GenerationParams | None
     ) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
