@@ -24,10 +24,10 @@ from typing import Any, Literal
 from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk, load_backend
 from model_adapter.images import ImageSource
 from settings import Settings
-from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound
+from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
 from storage.export import to_json_text, to_markdown
 
-__all__ = ["ConversationService", "NotFound", "ServiceError", "TurnEvent"]
+__all__ = ["ConversationService", "NotFound", "ServiceError", "StorageError", "TurnEvent"]
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ class ConversationService:
                     parts.append(chunk.text)
                     yield TurnEvent("delta", conversation_id, answer.id, chunk.text)
                     if time.perf_counter() - last_flush > FLUSH_INTERVAL_S:
-                        self.store.update_message(answer.id, text="".join(parts))
+                        # status again: a sibling process's start-up may have marked it interrupted meanwhile
+                        self.store.update_message(answer.id, text="".join(parts), status="streaming")
                         last_flush = time.perf_counter()
                 completion = chunk.completion or completion
             status = "interrupted" if completion is None or completion.finish_reason == "cancelled" else "complete"

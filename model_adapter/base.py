@@ -128,5 +128,10 @@ class ChatBackend(ABC):
         """The prompt text the model would see for `messages` (for inspection and tests)."""
         raise NotImplementedError
 
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int | None:
+        """Text tokens of the prompt for `messages`, counted without running the model (each image adds its own
+        number, bounded by the pixel cap); None when the backend cannot tell (a remote server counts itself)."""
+        return None
+
     def close(self) -> None:
         """Release what the backend holds (GPU memory, HTTP connections)."""

@@ -173,6 +173,9 @@ class HFBackend(ChatBackend):
             )
         return prompt
 
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int | None:
+        return len(self.tokenizer(self.render_prompt(messages), add_special_tokens=False)["input_ids"])
+
     def _request(self, messages: list[ChatMessage], params: GenerationParams | None,
                  cancel: threading.Event | None, stream: bool) -> Request:
         """Everything about a request that can fail on its input, done in the caller's thread."""
@@ -381,7 +384,7 @@ def _load(model: str, adapter: str | None, quant: int | None, device: torch.devi
         raise ModelLoadError(
             f"model directory not found: {model}. Point --model / REMOTEGLM_MODEL at a model directory or hub name"
         )
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     try:
         if quant is not None:
             kwargs["quantization_config"] = quantization_config(quant, dtype, model, trust_remote_code)

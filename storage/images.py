@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,17 @@ class ImageStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_pixels = max_pixels
+        self._remove_stale_parts()
+
+    def _remove_stale_parts(self, older_than_s: float = 3600.0) -> None:
+        """Half-written files a killed process left behind (recent ones may belong to a live writer)."""
+        cutoff = time.time() - older_than_s
+        for part in self.root.glob("*.part"):
+            try:
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
+            except OSError:
+                pass
 
     def put(self, source: ImageSource) -> tuple[ImageFile, Image.Image]:
         """Normalise and store an image; returns its record and the RGB image. Raises ImageError."""
@@ -43,9 +55,13 @@ class ImageStore:
         if not path.exists():
             # Write-then-rename so a crash or a concurrent writer never leaves half a file under the final name.
             fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            except BaseException:  # full disk, interrupted: no half file stays behind
+                Path(tmp).unlink(missing_ok=True)
+                raise
         return ImageFile(sha, path.name, image.width, image.height, len(data)), image
 
     @staticmethod

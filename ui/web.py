@@ -24,7 +24,7 @@ from typing import Any
 
 import gradio as gr
 
-from bot.service import ConversationService, NotFound, ServiceError, TurnEvent
+from bot.service import ConversationService, NotFound, ServiceError, StorageError, TurnEvent
 from model_adapter.images import ImageError
 from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
 from ui.chat_view import conversation_choices, error_bubble, example_files, export_filename, to_chatbot
@@ -53,7 +53,7 @@ class UploadError(ValueError):
     """The uploaded file cannot be used as given (too large); the message is for the user."""
 
 
-USER_ERRORS = (ServiceError, ImageError, NotFound, UploadError)
+USER_ERRORS = (ServiceError, ImageError, NotFound, UploadError, StorageError)
 ChatOutputs = tuple[Any, Any, str | None, bool, Any, Any]  # chatbot, textbox, conversation, editing, sidebar, id box
 
 
