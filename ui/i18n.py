@@ -50,6 +50,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "one_image": "每个问题只能附带一张图像，已使用第一张。",
         "internal_error": "出现内部错误，已记录到服务器日志；已保存的对话不受影响。",
         "deleted": "对话已删除。",
+        "thinking": "⏳ 正在思考…",
+        "queued": "正在回答上一个问题；新问题已排队，将接着回答。",
+        "queued_mark": "（排队中，将在当前回答之后回答）",
         # terminal chat
         "cli_welcome": "欢迎使用 RemoteGLM 遥感图像对话。命令：clear 新对话，history 查看历史，stop 退出；"
                        "回答过程中按 Ctrl+C 停止生成。",
@@ -100,6 +103,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "one_image": "Only one image per question; the first one was used.",
         "internal_error": "Internal error (logged on the server); stored conversations are unaffected.",
         "deleted": "Conversation deleted.",
+        "thinking": "⏳ Thinking…",
+        "queued": "Still answering the previous question; your new question is queued and answered next.",
+        "queued_mark": "(queued: answered after the current one)",
         "cli_welcome": "Welcome to RemoteGLM. Commands: clear = new conversation, history = show it, stop = quit; "
                        "Ctrl+C stops an answer.",
         "cli_image": "Image path (Enter to skip): ",

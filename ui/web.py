@@ -27,7 +27,8 @@ import gradio as gr
 from bot.service import ConversationService, NotFound, ServiceError, TurnEvent
 from model_adapter.images import ImageError
 from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
-from ui.chat_view import conversation_choices, error_bubble, example_files, export_filename, to_chatbot
+from ui.chat_view import (conversation_choices, error_bubble, example_files, export_filename, queued_bubble,
+                          thinking_bubble, to_chatbot)
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class ChatHandlers:
         self.export_dir = Path(export_dir or tempfile.mkdtemp(prefix="remoteglm-export-"))
         self.export_dir.mkdir(parents=True, exist_ok=True)
         self._cancels: dict[str, threading.Event] = {}
+        # Questions a browser session sent while an answer was streaming, in order: shown as queued bubbles until
+        # Gradio's queue runs their `submit` (trigger_mode="multiple"), so nothing typed is ever dropped.
+        self._pending: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     # --- generation settings ----------------------------------------------------------------------------------
@@ -164,12 +168,28 @@ class ChatHandlers:
         return gr.update(value=str(path), visible=True)
 
     # --- turns ----------------------------------------------------------------------------------------------------
+    def enqueue(self, message: dict[str, Any] | None, lang: str, request: gr.Request = None) -> tuple[Any, str]:
+        """Enter pressed (runs at once, before the queued `submit`): take the question out of the box into this
+        tab's queue and, if an answer is still streaming, show it as queued; `submit` answers it when its turn
+        comes. (Gradio reads the box for `submit` after this emptied it, so the queue is what carries it.)"""
+        message = {"text": (message or {}).get("text") or "", "files": list((message or {}).get("files") or [])}
+        if not message["text"].strip() and not message["files"]:
+            return gr.skip(), ""
+        session = _session(request)
+        with self._lock:
+            busy = session in self._cancels or bool(self._pending.get(session))
+            self._pending.setdefault(session, []).append(message)
+        return EMPTY_INPUT, t(lang, "queued") if busy else ""
+
     def submit(
         self, message: dict[str, Any] | None, conversation_id: str | None, editing: bool, lang: str,
         temperature: float, top_p: float, max_new_tokens: float, request: gr.Request = None,
     ) -> Iterator[ChatOutputs]:
         """Send the question (and image) of the input box, or the edited last question, and stream the answer."""
-        message = message or {}
+        session = _session(request)
+        # A browser's question comes from this tab's queue (`enqueue` emptied the box before Gradio read it for
+        # this event); API clients, which have no queue, pass it directly.
+        message = self._next_pending(session) or message or {}
         text = message.get("text") or ""
         files = list(message.get("files") or [])
         generation = self._generation(temperature, top_p, max_new_tokens)
@@ -189,23 +209,26 @@ class ChatHandlers:
                 def turn(cancel): return self.service.send(conversation_id, text, image=image,  # noqa: E306
                                                            image_name=name, cancel=cancel)
             history, first = None, True
-            for history in self._stream(conversation_id, turn, lang, _session(request)):
+            # The input box is never written while streaming: it may already hold the user's next question.
+            # (`enqueue` emptied it when Enter was pressed; API clients get an empty box once, with the first update.)
+            for history in self._stream(conversation_id, turn, lang, session):
                 sidebar = self.sidebar(lang, conversation_id, select=bool(created)) if first else gr.skip()
-                yield history, EMPTY_INPUT, conversation_id, False, sidebar, conversation_id
+                yield history, EMPTY_INPUT if first else gr.skip(), conversation_id, False, sidebar, conversation_id
                 first = False
             # the last update carries everything, so API clients' final result is the whole stored conversation
-            yield (history, EMPTY_INPUT, conversation_id, False, self.sidebar(lang, conversation_id, select=False),
+            yield (history, gr.skip(), conversation_id, False, self.sidebar(lang, conversation_id, select=False),
                    conversation_id)
         except USER_ERRORS as exc:
             if created and not self.service.history(created).messages:
                 self.service.delete(created)  # an unusable first turn leaves no empty conversation behind
                 conversation_id = None
-            yield (self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, editing, gr.skip(),
-                   conversation_id or "")
+            # the question goes back into the box so the user can fix it
+            yield (self._with_error(conversation_id, str(exc), lang, session), {"text": text, "files": files},
+                   conversation_id, editing, gr.skip(), conversation_id or "")
         except Exception:  # noqa: BLE001 - the user gets a message, the log gets the traceback
             log.exception("web chat turn failed")
-            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang), gr.skip(), conversation_id,
-                   editing, gr.skip(), conversation_id or "")
+            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang, session),
+                   {"text": text, "files": files}, conversation_id, editing, gr.skip(), conversation_id or "")
 
     def regenerate(
         self, conversation_id: str | None, lang: str, temperature: float, top_p: float, max_new_tokens: float,
@@ -278,20 +301,36 @@ class ChatHandlers:
                 for event in events:
                     if event.kind in ("done", "error"):
                         history = to_chatbot(self.service.history(conversation_id), lang)
-                        yield history
+                        yield history + self._queued_bubbles(session, lang)
                         continue
                     if history is None:  # first event: the user's turn and the empty answer are stored
                         view = self.service.history(conversation_id)
                         view.messages = [m for m in view.messages if m.id != event.message_id or m.role != "assistant"]
-                        history = to_chatbot(view, lang) + [{"role": "assistant", "content": ""}]
+                        history = to_chatbot(view, lang) + [thinking_bubble(lang)]
                     if event.kind == "delta":
                         answer += event.text
                         history[-1] = {"role": "assistant", "content": answer}
-                    yield list(history)  # a snapshot: callers may keep every update
+                    yield history + self._queued_bubbles(session, lang)  # a new list: callers may keep every update
         finally:
             with self._lock:
                 if self._cancels.get(session) is cancel:
                     del self._cancels[session]
+
+    def _next_pending(self, session: str) -> dict[str, Any] | None:
+        """The oldest question this tab queued, taken out of the queue (its turn has come)."""
+        with self._lock:
+            queued = self._pending.get(session)
+            if not queued:
+                return None
+            message = queued.pop(0)
+            if not queued:
+                del self._pending[session]
+            return message
+
+    def _queued_bubbles(self, session: str, lang: str) -> list[dict[str, Any]]:
+        with self._lock:
+            queued = list(self._pending.get(session, []))
+        return [queued_bubble(item["text"], item["files"], lang) for item in queued]
 
     def _read_upload(self, files: list[Any], lang: str) -> tuple[bytes | None, str | None]:
         if not files:
@@ -312,9 +351,11 @@ class ChatHandlers:
         except NotFound:
             return False
 
-    def _with_error(self, conversation_id: str | None, text: str, lang: str) -> list[dict[str, Any]]:
+    def _with_error(self, conversation_id: str | None, text: str, lang: str,
+                    session: str | None = None) -> list[dict[str, Any]]:
         view = self.service.history(conversation_id) if self._exists(conversation_id) else None
-        return to_chatbot(view, lang) + [error_bubble(text)]
+        queued = self._queued_bubbles(session, lang) if session else []
+        return to_chatbot(view, lang) + [error_bubble(text)] + queued
 
 
 # --- layout -------------------------------------------------------------------------------------------------------
@@ -382,9 +423,13 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         # --- events ---------------------------------------------------------------------------------------------------
         chat_outputs = [chatbot, textbox, conversation, editing, conversations, id_box]
         gen_inputs = [temperature, top_p, max_new]
+        # Enter while an answer streams: `enqueue` empties the box at once and shows the question as queued, and
+        # trigger_mode="multiple" makes Gradio queue its `submit` to run next (the default "once" dropped it).
+        textbox.submit(h.enqueue, [textbox, lang], [textbox, notice], queue=False, trigger_mode="multiple",
+                       api_visibility="private")
         submit_event = textbox.submit(
             h.submit, [textbox, conversation, editing, lang, *gen_inputs], chat_outputs, api_name="chat",
-            concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden",
+            concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden", trigger_mode="multiple",
         )
         submit_event.then(h.after_turn, [conversation], [notice, rename_box], queue=False, api_visibility="private")
         regen_event = regen_btn.click(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -32,7 +33,8 @@ def test_turn_streams_into_the_chat_and_is_stored(handlers):
     assert len(outs) >= 3, "the answer should arrive in several updates"
     first_chat, textbox, conversation_id, editing, sidebar, id_box = outs[0]
     assert id_box == conversation_id and outs[-1][5] == conversation_id  # shown for `app.py cli --conversation`
-    assert first_chat[-1] == {"role": "assistant", "content": ""}  # user turn shown at once, answer pending
+    assert first_chat[-1] == {"role": "assistant", "content": "⏳ 正在思考…"}  # user turn shown at once, then a
+    # visible thinking indicator until the first token
     assert textbox == EMPTY_INPUT and editing is False
     assert handlers.after_turn(conversation_id) == ("", "这张遥感图像展现了什么场景？")  # title into the rename box
     assert conversation_id in [value for _, value in sidebar["choices"]] and sidebar["value"] == conversation_id
@@ -217,3 +219,30 @@ def test_common_formats_are_accepted_and_shown(handlers, tmp_path, fmt, suffix):
     shown = chat[0]["content"][0]["path"]
     assert shown.endswith((".png", ".jpg")), "stored in a format every browser shows"
     assert len(chat) == 2 and not str(chat[1]["content"][-1]).startswith(ERROR_MARK)
+
+
+def test_question_sent_while_streaming_is_queued_then_answered(endless):
+    """Enter during an answer: the box empties, the question shows as queued in every later update of the running
+    turn (which never writes the box again), and its own turn then stores and answers it."""
+    handlers, backend = endless
+    updates: list[tuple] = []
+    turn = handlers.submit({"text": "请详细描述这张图像。", "files": [AIRPLANE]}, None, False, *GEN)
+    worker = threading.Thread(target=lambda: updates.extend(turn))
+    worker.start()
+    assert backend.started.wait(10)
+    textbox, notice = handlers.enqueue({"text": "图中有多少架飞机？", "files": []}, "zh")
+    assert textbox == EMPTY_INPUT and "已排队" in notice
+    seen = len(updates)
+    deadline = time.monotonic() + 10
+    while len(updates) < seen + 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handlers.stop()
+    worker.join(10)
+    later = updates[seen + 1:]
+    assert later and all("排队中" in str(u[0][-1]["content"]) for u in later)
+    assert all(u[1] != EMPTY_INPUT and u[1] != {"text": "图中有多少架飞机？", "files": []} for u in updates[1:])
+    conversation_id = updates[-1][2]
+    outs = ask(handlers, "图中有多少架飞机？", conversation_id=conversation_id)
+    assert not any("排队中" in str(m["content"]) for m in outs[-1][0])  # its turn came: no longer queued
+    view = handlers.service.history(conversation_id)
+    assert [m.text for m in view.messages if m.role == "user"] == ["请详细描述这张图像。", "图中有多少架飞机？"]
