@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -111,13 +111,16 @@ class ConversationService:
     def send(
         self, conversation_id: str, text: str, image: ImageSource | ImageRef | None = None,
         params: GenerationParams | None = None, cancel: threading.Event | None = None,
-        image_name: str | None = None, streaming: bool = True,
+        image_name: str | None = None, streaming: bool = True, bands: Sequence[int] | str | None = None,
     ) -> Iterator[TurnEvent]:
         """Store the user's turn and stream the answer (with streaming=False the answer arrives as one delta).
-        Raises ServiceError / ImageError before storing anything when the input is unusable."""
+        `bands` picks which bands of a multi-band TIFF are shown (1-based, e.g. "4,3,2"; default: R, G, B by the
+        file's band names, else the first three). Raises ServiceError / ImageError before storing anything when
+        the input is unusable."""
         text = clean_question(text, self.settings.max_question_chars, image_given=image is not None)
         conv = self.store.get(conversation_id)  # NotFound before anything is stored
-        images = [] if image is None else [image if isinstance(image, ImageRef) else self.store.add_image(image, image_name)]
+        images = [] if image is None else [
+            image if isinstance(image, ImageRef) else self.store.add_image(image, image_name, bands)]
         user = self.store.append_message(conversation_id, "user", text, images)
         if not conv.title:
             self.store.rename(conversation_id, text[:TITLE_CHARS] or "图像对话")

@@ -11,6 +11,7 @@ in any thread can keep them after the session closed. Works on any SQLAlchemy UR
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -136,9 +137,11 @@ class ConversationStore:
             self.images.delete(filename)
 
     # --- messages ------------------------------------------------------------------------------------------------------
-    def add_image(self, source: ImageSource, original_name: str | None = None) -> ImageRef:
-        """Store an image once (by content hash). Raises model_adapter.ImageError for unusable input."""
-        record, _ = self.images.put(source)
+    def add_image(self, source: ImageSource, original_name: str | None = None,
+                  bands: Sequence[int] | str | None = None) -> ImageRef:
+        """Store an image once (by content hash); `bands` picks a multi-band TIFF's bands (1-based).
+        Raises model_adapter.ImageError for unusable input."""
+        record, _ = self.images.put(source, bands)
         try:
             with self.sessions.begin() as session:
                 if session.get(StoredImage, record.sha256) is None:

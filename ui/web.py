@@ -183,9 +183,11 @@ class ChatHandlers:
 
     def submit(
         self, message: dict[str, Any] | None, conversation_id: str | None, editing: bool, lang: str,
-        temperature: float, top_p: float, max_new_tokens: float, request: gr.Request = None,
+        temperature: float, top_p: float, max_new_tokens: float, bands: str | None = None,
+        request: gr.Request = None,
     ) -> Iterator[ChatOutputs]:
-        """Send the question (and image) of the input box, or the edited last question, and stream the answer."""
+        """Send the question (and image) of the input box, or the edited last question, and stream the answer.
+        `bands` ("4,3,2") picks which bands of a multi-band TIFF are shown; empty: the file's R, G, B, else 1-2-3."""
         session = _session(request)
         # A browser's question comes from this tab's queue (`enqueue` emptied the box before Gradio read it for
         # this event); API clients, which have no queue, pass it directly.
@@ -207,7 +209,7 @@ class ChatHandlers:
                 else:
                     self.service.set_generation(conversation_id, **generation)
                 def turn(cancel): return self.service.send(conversation_id, text, image=image,  # noqa: E306
-                                                           image_name=name, cancel=cancel)
+                                                           image_name=name, cancel=cancel, bands=bands or None)
             history, first = None, True
             # The input box is never written while streaming: it may already hold the user's next question.
             # (`enqueue` emptied it when Enter was pressed; API clients get an empty box once, with the first update.)
@@ -414,6 +416,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             top_p = gr.Slider(0.05, 1.0, value=top_p0, step=0.05, label=t(lang0, "top_p"))
             max_new = gr.Slider(1, settings.max_new_tokens_limit, value=max_new0, step=1,
                                 label=t(lang0, "max_new_tokens"))
+            bands = gr.Textbox("", label=t(lang0, "bands"), placeholder="4,3,2", max_lines=1, elem_id="bands")
         with gr.Accordion(t(lang0, "export"), open=False) as export_panel:
             with gr.Row():
                 export_md = gr.Button(t(lang0, "export_md"), size="sm", elem_id="export-md")
@@ -428,7 +431,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         textbox.submit(h.enqueue, [textbox, lang], [textbox, notice], queue=False, trigger_mode="multiple",
                        api_visibility="private")
         submit_event = textbox.submit(
-            h.submit, [textbox, conversation, editing, lang, *gen_inputs], chat_outputs, api_name="chat",
+            h.submit, [textbox, conversation, editing, lang, *gen_inputs, bands], chat_outputs, api_name="chat",
             concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden", trigger_mode="multiple",
         )
         submit_event.then(h.after_turn, [conversation], [notice, rename_box], queue=False, api_visibility="private")
@@ -465,7 +468,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"),
             (regen_btn, "value", "regenerate"), (edit_btn, "value", "edit_last"), (stop_btn, "value", "stop"),
             (settings_panel, "label", "settings"), (temperature, "label", "temperature"),
-            (max_new, "label", "max_new_tokens"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
+            (max_new, "label", "max_new_tokens"), (bands, "label", "bands"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
             (export_json, "value", "export_json"), (export_file, "label", "export_file"),
             (examples.dataset, "label", "examples"),
         ]

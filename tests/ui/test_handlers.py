@@ -246,3 +246,13 @@ def test_question_sent_while_streaming_is_queued_then_answered(endless):
     assert not any("排队中" in str(m["content"]) for m in outs[-1][0])  # its turn came: no longer queued
     view = handlers.service.history(conversation_id)
     assert [m.text for m in view.messages if m.role == "user"] == ["请详细描述这张图像。", "图中有多少架飞机？"]
+
+
+def test_bands_of_a_multiband_tiff_can_be_chosen(handlers, bad_uploads):
+    path = str(bad_uploads["gdal_4band_16bit.tif"])
+    default = handlers.submit({"text": "这张遥感图像展现了什么场景？", "files": [path]}, None, False, *GEN)
+    chosen = handlers.submit({"text": "这张遥感图像展现了什么场景？", "files": [path]}, None, False, *GEN, "4,3,2")
+    refs = [handlers.service.history(list(turn)[-1][2]).messages[0].images[0] for turn in (default, chosen)]
+    assert refs[0].sha256 != refs[1].sha256  # a different rendering is what the model saw
+    chat = list(handlers.submit({"text": "图中有什么？", "files": [path]}, None, False, *GEN, "7,3,2"))[-1][0]
+    assert "只有 4 个波段" in last_bubble_text(chat)
