@@ -52,6 +52,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "internal_error": "出现内部错误，已记录到服务器日志；已保存的对话不受影响。",
         "deleted": "对话已删除。",
         "thinking": "⏳ 正在思考…",
+        "need_image": "这个对话里还没有图像：请先上传（拖入、粘贴或点击回形针）一张遥感图像，再提问。问题已留在输入框中。",
         "queued": "正在回答上一个问题；新问题已排队，将接着回答。",
         "queued_mark": "（排队中，将在当前回答之后回答）",
         # terminal chat
@@ -106,6 +107,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "internal_error": "Internal error (logged on the server); stored conversations are unaffected.",
         "deleted": "Conversation deleted.",
         "thinking": "⏳ Thinking…",
+        "need_image": "There is no image in this conversation yet: upload one (drop, paste or click the clip), then "
+                      "ask. Your question is still in the box.",
         "queued": "Still answering the previous question; your new question is queued and answered next.",
         "queued_mark": "(queued: answered after the current one)",
         "cli_welcome": "Welcome to RemoteGLM. Commands: clear = new conversation, history = show it, stop = quit; "

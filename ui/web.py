@@ -200,6 +200,10 @@ class ChatHandlers:
             image, name = self._read_upload(files, lang)
             if not text.strip() and image is None:
                 raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
+            if image is None and not self._has_image(conversation_id):
+                # An image question without an image would be answered with an invented scene: ask for one
+                # (the model is taught the same, but the chat must not depend on it). Nothing is stored.
+                raise UploadError(t(lang, "need_image"))
             if editing and conversation_id and image is None:  # a new image makes it a new question
                 self.service.set_generation(conversation_id, **generation)
                 def turn(cancel): return self.service.edit_last(conversation_id, text, cancel=cancel)  # noqa: E306
@@ -343,6 +347,10 @@ class ChatHandlers:
         if size_mb > self.settings.max_upload_mb:
             raise UploadError(t(lang, "too_big", size=size_mb, limit=self.settings.max_upload_mb))
         return path.read_bytes(), path.name
+
+    def _has_image(self, conversation_id: str | None) -> bool:
+        return self._exists(conversation_id) and any(
+            m.images for m in self.service.history(conversation_id).messages)
 
     def _exists(self, conversation_id: str | None) -> bool:
         if not conversation_id:

@@ -167,7 +167,7 @@ def test_stop_over_http_keeps_the_partial_answer(tmp_path):
     demo.launch(prevent_thread_lock=True, **launch_options(settings))
     try:
         client = Client(f"http://127.0.0.1:{settings.port}", verbose=False)
-        job = client.submit({"text": "请详细描述这张图像。", "files": []}, *GEN, api_name="/chat")
+        job = client.submit({"text": "请详细描述这张图像。", "files": [handle_file(AIRPLANE)]}, *GEN, api_name="/chat")
         assert backend.started.wait(30)
         client.predict(api_name="/stop")  # the same browser session's stop button
         deadline = time.monotonic() + 20

@@ -128,7 +128,7 @@ def test_stop_keeps_the_partial_answer(endless):
 def test_cancelled_handler_keeps_the_partial_answer(endless):
     """Gradio's cancels= closes the running handler; the partial answer must still be stored."""
     handlers, _ = endless
-    turn = handlers.submit({"text": "请详细描述这张图像。", "files": []}, None, False, *GEN)
+    turn = handlers.submit({"text": "请详细描述这张图像。", "files": [AIRPLANE]}, None, False, *GEN)
     outs = [next(turn) for _ in range(5)]
     turn.close()
     answer = handlers.service.history(outs[-1][2]).messages[-1]
@@ -256,3 +256,16 @@ def test_bands_of_a_multiband_tiff_can_be_chosen(handlers, bad_uploads):
     assert refs[0].sha256 != refs[1].sha256  # a different rendering is what the model saw
     chat = list(handlers.submit({"text": "图中有什么？", "files": [path]}, None, False, *GEN, "7,3,2"))[-1][0]
     assert "只有 4 个波段" in last_bubble_text(chat)
+
+
+@pytest.mark.parametrize("lang, words", [("zh", "请先上传"), ("en", "upload one")])
+def test_a_question_without_any_image_asks_for_one(handlers, lang, words):
+    outs = list(handlers.submit({"text": "图中有多少架飞机？", "files": []}, None, False, lang, 0.0, 0.4, 12))
+    chat, textbox, conversation_id = outs[-1][:3]
+    assert len(outs) == 1 and words in last_bubble_text(chat) and last_bubble_text(chat).startswith(ERROR_MARK)
+    assert textbox == {"text": "图中有多少架飞机？", "files": []}  # kept, to resend with an image
+    assert conversation_id is None and handlers.service.store.count() == 0
+    # once the conversation has an image, follow-ups without one are answered
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    chat = ask(handlers, "图中有多少架飞机？", conversation_id=conversation_id)[-1][0]
+    assert len(chat) == 4 and not last_bubble_text(chat).startswith(ERROR_MARK)
