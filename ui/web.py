@@ -74,6 +74,7 @@ class ChatHandlers:
         # Questions a browser session sent while an answer was streaming, in order: shown as queued bubbles until
         # Gradio's queue runs their `submit` (trigger_mode="multiple"), so nothing typed is ever dropped.
         self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._queries: dict[str, str] = {}  # each tab's history search
         self._lock = threading.Lock()
 
     # --- generation settings ----------------------------------------------------------------------------------
@@ -111,38 +112,48 @@ class ChatHandlers:
                 pass
 
     # --- sidebar ------------------------------------------------------------------------------------------------------
-    def sidebar(self, lang: str, selected: str | None, select: bool = True) -> dict[str, Any]:
-        """The conversation list, newest first. select=False leaves the selection as the browser has it (after a
-        turn in the open conversation), so a tab's selection is never reset under the user's pointer."""
-        choices = conversation_choices(self.service.conversations(limit=SIDEBAR_LIMIT), lang)
+    def sidebar(self, lang: str, selected: str | None, select: bool = True, session: str | None = None) -> dict[str, Any]:
+        """The conversation list, newest first, filtered by this tab's search. select=False leaves the selection
+        as the browser has it (after a turn in the open conversation), so a tab's selection is never reset under
+        the user's pointer."""
+        query = self._queries.get(session, "") if session else ""
+        choices = conversation_choices(self.service.conversations(limit=SIDEBAR_LIMIT, query=query), lang)
         if not select:
             return gr.update(choices=choices)
         return gr.update(choices=choices, value=selected if selected in {c[1] for c in choices} else None)
 
-    def on_load(self, lang: str) -> dict[str, Any]:
+    def on_load(self, lang: str, request: gr.Request = None) -> dict[str, Any]:
+        self._queries.pop(_session(request), None)
         return self.sidebar(lang, None)
 
-    def open(self, conversation_id: str | None, lang: str) -> tuple:
+    def search(self, query: str, lang: str, selected: str | None, request: gr.Request = None) -> dict[str, Any]:
+        """Filter this tab's history by words in titles and messages (questions and answers); empty: all."""
+        session = _session(request)
+        with self._lock:
+            self._queries[session] = (query or "").strip()
+        return self.sidebar(lang, selected, session=session)
+
+    def open(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple:
         """Show a stored conversation exactly as stored (images included) and its generation settings."""
         if not conversation_id:
-            return self.new(lang)
+            return self.new(lang, request)
         try:
             view = self.service.history(conversation_id)
         except NotFound:
-            return self.new(lang)
+            return self.new(lang, request)
         temperature, top_p, max_new = self.generation_of(conversation_id)
         return (to_chatbot(view, lang), view.id, False, view.title, temperature, top_p, max_new,
-                gr.update(visible=False), self.sidebar(lang, view.id), view.id)
+                gr.update(visible=False), self.sidebar(lang, view.id, session=_session(request)), view.id)
 
-    def new(self, lang: str) -> tuple:
+    def new(self, lang: str, request: gr.Request = None) -> tuple:
         temperature, top_p, max_new = self.generation_of(None)
-        return ([], None, False, "", temperature, top_p, max_new, gr.update(visible=False), self.sidebar(lang, None),
-                "")
+        return ([], None, False, "", temperature, top_p, max_new, gr.update(visible=False),
+                self.sidebar(lang, None, session=_session(request)), "")
 
-    def rename(self, conversation_id: str | None, title: str, lang: str) -> dict[str, Any]:
+    def rename(self, conversation_id: str | None, title: str, lang: str, request: gr.Request = None) -> dict[str, Any]:
         if conversation_id and title.strip():
             self.service.rename(conversation_id, title)
-        return self.sidebar(lang, conversation_id)
+        return self.sidebar(lang, conversation_id, session=_session(request))
 
     def ask_delete(self, conversation_id: str | None) -> dict[str, Any]:
         return gr.update(visible=bool(conversation_id))
@@ -150,13 +161,13 @@ class ChatHandlers:
     def cancel_delete(self) -> dict[str, Any]:
         return gr.update(visible=False)
 
-    def delete(self, conversation_id: str | None, lang: str) -> tuple:
+    def delete(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple:
         if conversation_id:
             try:
                 self.service.delete(conversation_id)
             except NotFound:
                 pass
-        return self.new(lang)
+        return self.new(lang, request)
 
     # --- export ---------------------------------------------------------------------------------------------------
     def export(self, conversation_id: str | None, fmt: str, lang: str) -> dict[str, Any]:
@@ -218,12 +229,12 @@ class ChatHandlers:
             # The input box is never written while streaming: it may already hold the user's next question.
             # (`enqueue` emptied it when Enter was pressed; API clients get an empty box once, with the first update.)
             for history in self._stream(conversation_id, turn, lang, session):
-                sidebar = self.sidebar(lang, conversation_id, select=bool(created)) if first else gr.skip()
+                sidebar = self.sidebar(lang, conversation_id, select=bool(created), session=session) if first else gr.skip()
                 yield history, EMPTY_INPUT if first else gr.skip(), conversation_id, False, sidebar, conversation_id
                 first = False
             # the last update carries everything, so API clients' final result is the whole stored conversation
-            yield (history, gr.skip(), conversation_id, False, self.sidebar(lang, conversation_id, select=False),
-                   conversation_id)
+            yield (history, gr.skip(), conversation_id, False,
+                   self.sidebar(lang, conversation_id, select=False, session=session), conversation_id)
         except USER_ERRORS as exc:
             if created and not self.service.history(created).messages:
                 self.service.delete(created)  # an unusable first turn leaves no empty conversation behind
@@ -249,8 +260,8 @@ class ChatHandlers:
             for history in self._stream(conversation_id, lambda cancel: self.service.regenerate(
                     conversation_id, cancel=cancel), lang, _session(request)):
                 yield history, gr.skip(), conversation_id, False, gr.skip(), gr.skip()
-            yield (history, gr.skip(), conversation_id, False, self.sidebar(lang, conversation_id, select=False),
-                   conversation_id)
+            yield (history, gr.skip(), conversation_id, False,
+                   self.sidebar(lang, conversation_id, select=False, session=_session(request)), conversation_id)
         except USER_ERRORS as exc:
             yield (self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, False, gr.skip(),
                    gr.skip())
@@ -394,6 +405,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         with gr.Sidebar(label="RemoteGLM", open=True):
             lang = gr.Radio(choices=list(LANGS.items()), value=lang0, label=t(lang0, "language"), elem_id="lang")
             new_btn = gr.Button(t(lang0, "new"), variant="primary", elem_id="new-conversation")
+            search_box = gr.Textbox(placeholder=t(lang0, "search"), show_label=False, max_lines=1,
+                                    elem_id="search", type="search")
             conversations = gr.Radio(choices=[], label=t(lang0, "history"), elem_id="conversations")
             rename_box = gr.Textbox(label=t(lang0, "rename_label"), max_lines=1, elem_id="rename-box")
             rename_btn = gr.Button(t(lang0, "rename"), size="sm", elem_id="rename")
@@ -455,6 +468,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         edit_btn.click(h.start_edit, [conversation, lang], [textbox, editing, notice], api_name="edit_last")
 
         open_outputs = [chatbot, conversation, editing, rename_box, *gen_inputs, confirm, conversations, id_box]
+        search_box.input(h.search, [search_box, lang, conversation], conversations, api_name="search",
+                         trigger_mode="always_last", show_progress="hidden")
         conversations.input(h.open, [conversations, lang], open_outputs, api_name="open")
         new_btn.click(h.new, [lang], open_outputs, api_name="new")
         chatbot.clear(h.new, [lang], open_outputs, api_visibility="private")  # the chat's trash icon: a fresh start
@@ -473,7 +488,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             (new_btn, "value", "new"), (conversations, "label", "history"), (rename_box, "label", "rename_label"),
             (rename_btn, "value", "rename"), (id_box, "label", "conversation_id"), (delete_btn, "value", "delete"), (confirm_text, "value", "delete_confirm"),
             (delete_yes, "value", "delete_yes"), (delete_no, "value", "delete_no"), (chatbot, "label", "chatbot"),
-            (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"),
+            (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"), (search_box, "placeholder", "search"),
             (regen_btn, "value", "regenerate"), (edit_btn, "value", "edit_last"), (stop_btn, "value", "stop"),
             (settings_panel, "label", "settings"), (temperature, "label", "temperature"),
             (max_new, "label", "max_new_tokens"), (bands, "label", "bands"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
@@ -482,7 +497,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         ]
         components = list(dict.fromkeys(c for c, _, _ in relabel))
 
-        def switch_language(code: str, conversation_id: str | None) -> list[Any]:
+        def switch_language(code: str, conversation_id: str | None, request: gr.Request = None) -> list[Any]:
             updates: dict[Any, dict[str, str]] = {}
             for component, prop, key in relabel:
                 updates.setdefault(component, {})[prop] = t(code, key)
@@ -490,7 +505,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             header_text = f"## {t(code, 'title')}\n{t(code, 'subtitle')}"
             view = service.history(conversation_id) if h._exists(conversation_id) else None
             return [*values, header_text, to_chatbot(view, code) if view else gr.skip(),
-                    h.sidebar(code, conversation_id)]
+                    h.sidebar(code, conversation_id, session=_session(request))]
 
         lang.change(switch_language, [lang, conversation], [*components, header, chatbot, conversations],
                     api_visibility="private")

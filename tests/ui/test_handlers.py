@@ -269,3 +269,58 @@ def test_a_question_without_any_image_asks_for_one(handlers, lang, words):
     conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
     chat = ask(handlers, "图中有多少架飞机？", conversation_id=conversation_id)[-1][0]
     assert len(chat) == 4 and not last_bubble_text(chat).startswith(ERROR_MARK)
+
+
+class ScriptedBackend(EndlessBackend):
+    """Answers each turn with the next scripted text (what the model says is not what these tests are about)."""
+
+    model_name = "scripted"
+
+    def __init__(self, answers: list[str]):
+        super().__init__()
+        self.answers = list(answers)
+
+    def stream(self, messages, params=None, cancel=None):
+        from model_adapter import Completion, StreamChunk
+
+        text = self.answers.pop(0)
+        for i in range(0, len(text), 4):
+            yield StreamChunk(text[i:i + 4])
+        yield StreamChunk("", Completion(text, 1, len(text), "stop"))
+
+
+@pytest.fixture
+def scripted(ui_settings, tmp_path):
+    backend = ScriptedBackend(["这是一个机场，停着几架飞机。", "有三架飞机。", "图中是一个港口，停着许多船。",
+                               "This is a dense residential area.", "还是机场。"])
+    return ChatHandlers(make_service(backend, ui_settings), ui_settings, export_dir=tmp_path / "export")
+
+
+def test_history_titles_say_the_scene_and_the_question(scripted):
+    airport = ask(scripted, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    assert scripted.service.history(airport).title == "机场 · 这张遥感图像展现了什么场景？"
+    ask(scripted, "图中有多少架飞机？", conversation_id=airport)
+    assert scripted.service.history(airport).title == "机场 · 这张遥感图像展现了什么场景？"  # the first answer names it
+    harbor = ask(scripted, "这张遥感图像展现了什么场景？", [HARBOR])[-1][2]
+    sidebar = ask(scripted, "What is this?", [AIRPLANE])[-1][4]
+    labels = [label for label, _ in sidebar["choices"]]
+    assert labels[0].startswith("dense residential area · What is this?")
+    assert labels[1].startswith("港口 · 这张遥感图像展现了什么场景？") and labels[2].startswith("机场 · ")
+    scripted.rename(harbor, "我的港口", "zh")
+    list(scripted.regenerate(harbor, *GEN))  # a title the user chose is kept
+    assert scripted.service.history(harbor).title == "我的港口"
+
+
+def test_history_search_finds_titles_questions_and_answers(scripted):
+    airport = ask(scripted, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    ask(scripted, "图中有多少架飞机？", conversation_id=airport)
+    harbor = ask(scripted, "这张遥感图像展现了什么场景？", [HARBOR])[-1][2]
+    ids = lambda update: [value for _, value in update["choices"]]  # noqa: E731
+    assert ids(scripted.search("港口", "zh", None)) == [harbor]
+    assert ids(scripted.search("三架", "zh", None)) == [airport]  # words of an answer
+    assert ids(scripted.search("多少架", "zh", None)) == [airport]  # words of a question
+    assert ids(scripted.search("100%", "zh", None)) == []  # LIKE wildcards are literal
+    # the filter stays while the tab works on: a new turn lists only matching conversations
+    scripted.search("港口", "zh", None)
+    assert ids(ask(scripted, "图中有多少艘船？", conversation_id=harbor)[-1][4]) == [harbor]
+    assert set(ids(scripted.search("", "zh", None))) == {airport, harbor}
