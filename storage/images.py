@@ -11,11 +11,13 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from imagery.geotiff import is_tiff
 from model_adapter.images import ImageSource, image_bytes, load_image
 
 
@@ -45,10 +47,11 @@ class ImageStore:
             except OSError:
                 pass
 
-    def put(self, source: ImageSource) -> tuple[ImageFile, Image.Image]:
-        """Normalise and store an image; returns its record and the RGB image. Raises ImageError."""
+    def put(self, source: ImageSource, bands: Sequence[int] | str | None = None) -> tuple[ImageFile, Image.Image]:
+        """Normalise and store an image (for multi-band TIFFs: the chosen `bands` as RGB); returns its record and
+        the RGB image. Raises ImageError."""
         original = source if isinstance(source, (bytes, bytearray)) else None
-        image = load_image(source, self.max_pixels)
+        image = load_image(source, self.max_pixels, bands)
         data, ext = self._encoded(image, original)
         sha = hashlib.sha256(data).hexdigest()
         path = self.root / f"{sha}.{ext}"
@@ -66,7 +69,7 @@ class ImageStore:
 
     @staticmethod
     def _encoded(image: Image.Image, original: bytes | bytearray | None) -> tuple[bytes, str]:
-        if original is not None:
+        if original is not None and not is_tiff(bytes(original[:4])):  # a TIFF is always re-encoded (browsers)
             with Image.open(io.BytesIO(original)) as probe:
                 unrotated = probe.getexif().get(0x0112, 1) == 1  # EXIF orientation would change what the model saw
                 if probe.format in ("JPEG", "PNG") and probe.mode == "RGB" and probe.size == image.size and unrotated:

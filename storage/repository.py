@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,14 +128,32 @@ class ConversationStore:
             session.flush()
             return _conversation_view(conv)
 
-    def list(self, limit: int = 50, offset: int = 0) -> list[ConversationView]:
-        """Newest activity first."""
+    def list(self, limit: int = 50, offset: int = 0, query: str = "") -> list[ConversationView]:
+        """Newest activity first; with `query`, only conversations whose title or any message text contains it
+        (case-insensitive)."""
         with self.sessions() as session:
+            statement = select(Conversation)
+            query = query.strip()
+            if query:
+                pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                in_messages = select(Message.id).where(Message.conversation_id == Conversation.id,
+                                                       Message.text.ilike(pattern, escape="\\"))
+                statement = statement.where(Conversation.title.ilike(pattern, escape="\\") | in_messages.exists())
             rows = session.scalars(
-                select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id)
-                .limit(limit).offset(offset)
+                statement.order_by(Conversation.updated_at.desc(), Conversation.id).limit(limit).offset(offset)
             )
             return [_conversation_view(c) for c in rows]
+
+    def first_image(self, conversation_id: str) -> ImageRef | None:
+        """The first image of a conversation's messages, or None."""
+        with self.sessions() as session:
+            row = session.scalars(
+                select(StoredImage).join(MessageImage, MessageImage.image_sha256 == StoredImage.sha256)
+                .join(Message, Message.id == MessageImage.message_id)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.id, MessageImage.position).limit(1)
+            ).first()
+            return self._ref(row) if row else None
 
     def count(self) -> int:
         with self.sessions() as session:
@@ -175,10 +193,12 @@ class ConversationStore:
             self.images.delete(filename)
 
     # --- messages ------------------------------------------------------------------------------------------------------
-    def add_image(self, source: ImageSource, original_name: str | None = None) -> ImageRef:
-        """Store an image once (by content hash). Raises model_adapter.ImageError for unusable input."""
+    def add_image(self, source: ImageSource, original_name: str | None = None,
+                  bands: Sequence[int] | str | None = None) -> ImageRef:
+        """Store an image once (by content hash); `bands` picks a multi-band TIFF's bands (1-based).
+        Raises model_adapter.ImageError for unusable input, StorageError when the disk is full."""
         try:
-            record, _ = self.images.put(source)
+            record, _ = self.images.put(source, bands)
         except OSError as exc:
             if exc.errno in FULL_DISK_ERRNOS:
                 raise StorageError(_storage_message(exc, self.location)) from exc
