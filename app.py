@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from settings import DEFAULT_MODEL_DIR, Settings, add_arguments, from_args
+from settings import DEFAULT_MODEL_DIR, Settings, add_arguments, api_auth_problem, from_args, web_auth_problem
 
 STARTED = time.perf_counter()
 TINY_MODEL = "a tiny test model: `python -m tests.tiny_models glm4v /tmp/tiny && python app.py --model /tmp/tiny`"
@@ -87,6 +87,8 @@ def load_service(settings: Settings):
 
 def web(settings: Settings, args: argparse.Namespace) -> int:
     """Web chat in the browser (Gradio)."""
+    if problem := web_auth_problem(settings):
+        raise StartupError(problem)
     service = load_service(settings)
     from ui.web import build_demo, launch_options
 
@@ -100,8 +102,6 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
     url = f"http://{shown_host}:{demo.server_port}"
     if shown_host != settings.host:
         url += f" (listening on {settings.host or 'all interfaces'})"
-    if settings.host not in ("127.0.0.1", "localhost") and not settings.auth_user:
-        _say("注意 warning: the chat is reachable from the network without a login; set --auth-user/--auth-password")
     _say(f"RemoteGLM 网页对话已就绪 web chat ready in {time.perf_counter() - STARTED:.1f}s: {url}")
     try:
         demo.block_thread()
@@ -120,6 +120,8 @@ def cli(settings: Settings, args: argparse.Namespace) -> int:
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     """OpenAI-compatible API server (/v1/chat/completions)."""
+    if problem := api_auth_problem(settings):
+        raise StartupError(problem)
     check_model(settings)
     try:
         from server import serve as serve_api

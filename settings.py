@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(8000, ge=1)
     """Longest question accepted; longer input is refused with a message."""
 
+    # --- speed ------------------------------------------------------------------------------------------------
+    max_batch_size: int = Field(16, ge=1)
+    """Most requests a local model answers together in one batch (requests arriving while it is busy join the next)."""
+
+    max_queue: int = Field(32, ge=0)
+    """Requests that may wait for the next batch of a local model; beyond that new requests are refused as busy."""
+
+    image_cache_mb: float = Field(256.0, ge=0)
+    """Memory for cached vision features (per image and model), so follow-up turns skip re-encoding; 0 disables."""
+
+    torch_threads: int | None = Field(None, ge=0)
+    """torch CPU threads for a local model. Unset: the measured default (1, see docs/speed.md); 0: torch's own."""
+
     # --- storage --------------------------------------------------------------------------------------------
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where the SQLite database and uploaded images live."""
@@ -152,6 +165,37 @@ class Settings(BaseSettings):
         """The sampling values the user set explicitly (flags or environment)."""
         names = ("temperature", "top_p", "top_k", "repetition_penalty")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def web_auth_problem(settings: Settings) -> str | None:
+    """Why the web chat must not start with these login settings (None: it may).
+
+    Half a login (a user without a password, or the reverse) never works, so it is refused everywhere; a network
+    bind without a working login is refused too, since anyone who can reach the port could read every conversation."""
+    password = settings.auth_password.get_secret_value() if settings.auth_password else ""
+    if bool(settings.auth_user) != bool(password):
+        missing = "--auth-password (REMOTEGLM_AUTH_PASSWORD)" if settings.auth_user else "--auth-user"
+        return f"the web chat login needs both --auth-user and --auth-password; {missing} is not set"
+    if not is_loopback(settings.host) and not password:
+        return (f"refusing to listen on {settings.host or 'all interfaces'} without a login: set --auth-user and "
+                "REMOTEGLM_AUTH_PASSWORD, or bind --host 127.0.0.1")
+    return None
+
+
+def api_auth_problem(settings: Settings) -> str | None:
+    """Why the API server must not start: a network bind without an API key (None: it may)."""
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
+    if not is_loopback(settings.host) and not key:
+        return (f"refusing to serve the API on {settings.host or 'all interfaces'} without an API key: set "
+                "REMOTEGLM_API_KEY (or --api-key), or bind --host 127.0.0.1")
+    return None
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:

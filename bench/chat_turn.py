@@ -39,6 +39,8 @@ def pct(values: list[float], q: float) -> float:
 def bench_turn(model: str, new_tokens: int, reps: int, data_dir: Path) -> None:
     settings = Settings(model=model, data_dir=data_dir)
     backend = load_backend(settings)
+    # Both sides encode the image (no feature cache): this measures what the service and streaming add to the model.
+    backend.feature_cache = None
     # Both sides must write exactly `new_tokens` tokens: an end-of-answer token may not come earlier.
     backend.model.generation_config.min_new_tokens = new_tokens
     service = ConversationService(backend, ConversationStore.from_settings(settings), settings)

@@ -17,17 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk, load_backend
 from model_adapter.images import ImageSource
 from settings import Settings
-from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound
+from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
+from bot.titles import conversation_title
 from storage.export import to_json_text, to_markdown
 
-__all__ = ["ConversationService", "NotFound", "ServiceError", "TurnEvent"]
+__all__ = ["ConversationService", "NotFound", "ServiceError", "StorageError", "TurnEvent"]
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,14 @@ class ConversationService:
     def history(self, conversation_id: str) -> ConversationView:
         return self.store.get(conversation_id)
 
-    def conversations(self, limit: int = 50, offset: int = 0) -> list[ConversationView]:
-        """Stored conversations, most recently active first (without their messages)."""
-        return self.store.list(limit=limit, offset=offset)
+    def conversations(self, limit: int = 50, offset: int = 0, query: str = "") -> list[ConversationView]:
+        """Stored conversations, most recently active first (without their messages); with `query`, only those
+        whose title or any message contains it."""
+        return self.store.list(limit=limit, offset=offset, query=query)
+
+    def thumbnail(self, conversation_id: str) -> ImageRef | None:
+        """The first image of a conversation (for the history's thumbnails), or None."""
+        return self.store.first_image(conversation_id)
 
     def rename(self, conversation_id: str, title: str) -> None:
         self.store.rename(conversation_id, title)
@@ -111,13 +117,16 @@ class ConversationService:
     def send(
         self, conversation_id: str, text: str, image: ImageSource | ImageRef | None = None,
         params: GenerationParams | None = None, cancel: threading.Event | None = None,
-        image_name: str | None = None, streaming: bool = True,
+        image_name: str | None = None, streaming: bool = True, bands: Sequence[int] | str | None = None,
     ) -> Iterator[TurnEvent]:
         """Store the user's turn and stream the answer (with streaming=False the answer arrives as one delta).
-        Raises ServiceError / ImageError before storing anything when the input is unusable."""
+        `bands` picks which bands of a multi-band TIFF are shown (1-based, e.g. "4,3,2"; default: R, G, B by the
+        file's band names, else the first three). Raises ServiceError / ImageError before storing anything when
+        the input is unusable."""
         text = clean_question(text, self.settings.max_question_chars, image_given=image is not None)
         conv = self.store.get(conversation_id)  # NotFound before anything is stored
-        images = [] if image is None else [image if isinstance(image, ImageRef) else self.store.add_image(image, image_name)]
+        images = [] if image is None else [
+            image if isinstance(image, ImageRef) else self.store.add_image(image, image_name, bands)]
         user = self.store.append_message(conversation_id, "user", text, images)
         if not conv.title:
             self.store.rename(conversation_id, text[:TITLE_CHARS] or "图像对话")
@@ -180,6 +189,17 @@ class ConversationService:
         stored = GenerationParams(**{k: v for k, v in conv.settings.items() if k in known})
         return stored.merged(params)
 
+    def _retitle(self, conversation_id: str) -> None:
+        """After the first complete answer, an automatic title (the question) becomes scene + question, so the
+        history says what each conversation is about; a title the user chose is kept."""
+        conv = self.store.get(conversation_id)
+        users = [m for m in conv.messages if m.role == "user"]
+        answers = [m for m in conv.messages if m.role == "assistant" and m.status == "complete"]
+        if len(answers) == 1 and users and conv.title == (users[0].text[:TITLE_CHARS] or "图像对话"):
+            title = conversation_title(users[0].text, answers[0].text)
+            if title != conv.title:
+                self.store.rename(conversation_id, title)
+
     def _whole(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[StreamChunk]:
         completion = self.backend.generate(messages, params)
         yield StreamChunk(completion.text, completion)
@@ -202,7 +222,8 @@ class ConversationService:
                     parts.append(chunk.text)
                     yield TurnEvent("delta", conversation_id, answer.id, chunk.text)
                     if time.perf_counter() - last_flush > FLUSH_INTERVAL_S:
-                        self.store.update_message(answer.id, text="".join(parts))
+                        # status again: a sibling process's start-up may have marked it interrupted meanwhile
+                        self.store.update_message(answer.id, text="".join(parts), status="streaming")
                         last_flush = time.perf_counter()
                 completion = chunk.completion or completion
             status = "interrupted" if completion is None or completion.finish_reason == "cancelled" else "complete"
@@ -214,6 +235,8 @@ class ConversationService:
                 latency_ms=int((time.perf_counter() - started) * 1000),
             )
             finished = True
+            if status == "complete":
+                self._retitle(conversation_id)
             yield TurnEvent("done", conversation_id, answer.id, text, status=status, completion=completion)
         except Exception as exc:  # noqa: BLE001 - any backend failure must end as a stored error, not a lost turn
             log.exception("generation failed in conversation %s", conversation_id)

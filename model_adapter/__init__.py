@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from model_adapter.base import ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk
+from model_adapter.base import BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk
 from model_adapter.images import ImageError, load_image
 from settings import Settings
 
@@ -43,6 +43,6 @@ def load_backend(settings: Settings | None = None, **overrides) -> ChatBackend:
 
 
 __all__ = [
-    "BACKENDS", "ChatBackend", "ChatMessage", "Completion", "GenerationParams", "ImageError", "StreamChunk",
-    "load_backend", "load_image",
+    "BACKENDS", "BackendBusy", "ChatBackend", "ChatMessage", "Completion", "GenerationParams", "ImageError",
+    "StreamChunk", "load_backend", "load_image",
 ]

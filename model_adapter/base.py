@@ -57,6 +57,14 @@ class Completion:
     prompt: str = ""  # the rendered prompt as the model saw it (image tokens collapsed), for inspection
 
 
+class BackendBusy(RuntimeError):
+    """The backend's bounded queue is full: the request was not started; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass
 class StreamChunk:
     text: str  # new text since the previous chunk
@@ -90,6 +98,9 @@ class ChatBackend(ABC):
     """A vision-language chat model that answers conversations."""
 
     model_name: str
+    # How many requests the backend computes at once (a batching backend answers that many together); callers
+    # such as the API server admit this many plus their own bounded wait.
+    max_concurrent: int = 1
 
     @abstractmethod
     def stream(
@@ -116,6 +127,11 @@ class ChatBackend(ABC):
     def render_prompt(self, messages: list[ChatMessage]) -> str:
         """The prompt text the model would see for `messages` (for inspection and tests)."""
         raise NotImplementedError
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int | None:
+        """Text tokens of the prompt for `messages`, counted without running the model (each image adds its own
+        number, bounded by the pixel cap); None when the backend cannot tell (a remote server counts itself)."""
+        return None
 
     def close(self) -> None:
         """Release what the backend holds (GPU memory, HTTP connections)."""

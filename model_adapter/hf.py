@@ -2,8 +2,10 @@
 
 Loads from a local directory or a hub name (the normal `from_pretrained` path), optionally quantized with
 bitsandbytes (4-bit NF4 or 8-bit) and with a peft LoRA adapter on top; prompts are rendered by the model's own
-chat template; architecture differences come from `registry.QUIRKS`. One request builder (`_prepare`) serves the
-blocking, batched and streaming paths.
+chat template; architecture differences come from `registry.QUIRKS`. One request builder (`_request`) serves the
+blocking, batched and streaming paths, and all of them run through one scheduler thread that batches concurrent
+callers (`model_adapter/batching.py`). Vision features are cached per image (`model_adapter/feature_cache.py`), so
+a conversation's follow-up turns do not re-encode its image.
 
     backend = HFBackend.from_settings(Settings(model="checkpoints/remoteglm-mini"))
     backend.generate([ChatMessage("user", "这张遥感图像展现了什么场景？", [image])]).text
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import warnings
 import time
@@ -27,7 +30,6 @@ from transformers import (
     AutoProcessor,
     StoppingCriteria,
     StoppingCriteriaList,
-    TextIteratorStreamer,
 )
 
 from model_adapter.base import (
@@ -38,10 +40,18 @@ from model_adapter.base import (
     StreamChunk,
     resolve_generation,
 )
+from model_adapter.batching import Request, RowStreamer, Scheduler
+from model_adapter.detokenize import Detokenizer
+from model_adapter.feature_cache import FeatureCache
 from model_adapter.registry import quirks_for
 from settings import ORIGINAL_GENERATION_DEFAULTS, Settings
 
 log = logging.getLogger(__name__)
+
+# NOTE: measured with `python -m bench.speed` on the 2-core reference machine (docs/speed.md): 1 intra-op thread
+# was about as fast as 2 when idle and up to several times faster when the cores were shared with other work
+# (the streamer's thread and other sessions compete with torch's second thread).
+DEFAULT_CPU_THREADS = 1
 
 
 class ModelLoadError(RuntimeError):
@@ -77,12 +87,14 @@ def to_hf_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     ]
 
 
-class _Cancelled(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self.event = event
+class _RowsDone(StoppingCriteria):
+    """Per-row stop: the rows whose request ended (see `batching.RowStreamer`)."""
+
+    def __init__(self, streamer: RowStreamer):
+        self.streamer = streamer
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return self.streamer(input_ids, scores)
 
 
 class HFBackend(ChatBackend):
@@ -97,10 +109,16 @@ class HFBackend(ChatBackend):
         max_new_tokens: int = 512,
         max_new_tokens_limit: int = 4096,
         generation_overrides: dict[str, Any] | None = None,
+        max_batch_size: int = 16,
+        max_queue: int = 32,
+        image_cache_mb: float = 256.0,
+        torch_threads: int | None = None,
     ):
         self.model_name = Path(model).name if Path(model).exists() else model
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
+        if self.device.type == "cpu":
+            set_cpu_threads(torch_threads)
         self.max_new_tokens = max_new_tokens
         self.max_new_tokens_limit = max_new_tokens_limit
         self.processor, self.model = _load(model, adapter, quant, self.device, self.dtype, trust_remote_code)
@@ -116,9 +134,13 @@ class HFBackend(ChatBackend):
         self.pad_id = self.model.generation_config.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.pad_token_id
-        # One generate() at a time: concurrent callers (web sessions, server, agent) queue here instead of
-        # doubling peak memory or racing on peft / generation state.
-        self._generate_lock = threading.Lock()
+        self.feature_cache = None
+        if image_cache_mb > 0 and self.quirks.image_features is not None:
+            self.feature_cache = FeatureCache(int(image_cache_mb * 2**20), f"{Path(model).resolve()}|{adapter}")
+        # The scheduler's thread is the only one that runs the model: concurrent callers (web sessions, server,
+        # agent) share its batches instead of doubling peak memory or racing on peft / generation state.
+        self.max_concurrent = max(1, max_batch_size)
+        self.scheduler = Scheduler(self._run_batch, self.max_concurrent, max_queue)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HFBackend:
@@ -132,6 +154,10 @@ class HFBackend(ChatBackend):
             max_new_tokens=settings.max_new_tokens,
             max_new_tokens_limit=settings.max_new_tokens_limit,
             generation_overrides=settings.generation_overrides(),
+            max_batch_size=settings.max_batch_size,
+            max_queue=settings.max_queue,
+            image_cache_mb=settings.image_cache_mb,
+            torch_threads=settings.torch_threads,
         )
 
     # --- request building -------------------------------------------------------------------------------------
@@ -147,99 +173,148 @@ class HFBackend(ChatBackend):
             )
         return prompt
 
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int | None:
+        return len(self.tokenizer(self.render_prompt(messages), add_special_tokens=False)["input_ids"])
+
+    def _request(self, messages: list[ChatMessage], params: GenerationParams | None,
+                 cancel: threading.Event | None, stream: bool) -> Request:
+        """Everything about a request that can fail on its input, done in the caller's thread."""
+        params = params or GenerationParams()
+        gen_kwargs = resolve_generation(params, self.model_defaults, self.max_new_tokens, self.max_new_tokens_limit)
+        gen_kwargs["pad_token_id"] = self.pad_id
+        # Rows of one generate() share every setting but the token budget (each row stops at its own); a seeded
+        # request runs alone so that its seed means what it says.
+        group = (tuple(sorted((k, v) for k, v in gen_kwargs.items() if k != "max_new_tokens")),
+                 params.seed if params.seed is None else object())
+        return Request(messages, self.render_prompt(messages), gen_kwargs, group, cancel or threading.Event(),
+                       stream, seed=params.seed, detok=Detokenizer(self.tokenizer) if stream else None)
+
     def _prepare(
         self, conversations: list[list[ChatMessage]], params: GenerationParams | None
     ) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
-        prompts = [self.render_prompt(messages) for messages in conversations]
-        images = [image for messages in conversations for m in messages for image in m.images]
-        batch = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
+        """The prompts, model inputs and generate() arguments of one batch (benchmarks call it for the bare side)."""
+        requests = [self._request(messages, params, None, False) for messages in conversations]
+        inputs = self._inputs(requests)
+        return [r.prompt for r in requests], inputs, dict(requests[0].gen_kwargs)
+
+    def _inputs(self, requests: list[Request]) -> dict[str, Any]:
+        images = [image for r in requests for m in r.messages for image in m.images]
+        batch = self.processor(text=[r.prompt for r in requests], images=images or None, return_tensors="pt",
+                               padding=True)
         wanted = self.quirks.model_inputs
         inputs = {
             name: (value.to(self.model.device, self.dtype) if value.is_floating_point() else value.to(self.model.device))
             for name, value in batch.items()
             if isinstance(value, torch.Tensor) and (wanted is None or name in wanted)
         }
-        params = params or GenerationParams()
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        gen_kwargs = resolve_generation(params, self.model_defaults, self.max_new_tokens, self.max_new_tokens_limit)
-        gen_kwargs["pad_token_id"] = self.pad_id
-        return prompts, inputs, gen_kwargs
+        if images and self.feature_cache is not None and "pixel_values" in inputs:
+            inputs = self._with_cached_features(inputs, images)
+        return inputs
 
-    def _completion(self, prompt: str, row: torch.Tensor, prompt_len: int, prompt_tokens: int,
-                    max_new: int, cancelled: bool) -> Completion:
-        new = row[prompt_len:].tolist()
+    @torch.inference_mode()
+    def _with_cached_features(self, inputs: dict[str, Any], images: list) -> dict[str, Any]:
+        """Replace pixel_values by per-image vision features, encoding only the images the cache lacks."""
+        pixels = inputs.pop("pixel_values")
+        grid = inputs.get("image_grid_thw")
+        rows = self.quirks.image_features(pixels, grid)  # per image: its slice of pixel_values (and grid row)
+        keys = [self.feature_cache.key(image) for image in images]
+        features: list[torch.Tensor | None] = [self.feature_cache.get(key) for key in keys]
+        missing = [i for i, f in enumerate(features) if f is None]
+        if missing:
+            encoded = self.quirks.encode_images(self.model, [rows[i] for i in missing])
+            for i, value in zip(missing, encoded):
+                features[i] = value
+                self.feature_cache.put(keys[i], value)
+        return self.quirks.feed_features(self.model, inputs, features)
+
+    def _completion(self, request: Request) -> Completion:
+        new = request.tokens
         ended = next((i for i, t in enumerate(new) if t in self.eos_ids), None)
         kept = new if ended is None else new[: ended + 1]
         if ended is not None:
             reason = "stop"
-        elif len(new) >= max_new:
+        elif len(new) >= request.max_new_tokens:
             reason = "length"
         else:  # neither eos nor the token budget ended it: a stop request did, or the user's cancel
-            reason = "cancelled" if cancelled else "stop"
+            reason = "cancelled" if request.cancel.is_set() else "stop"
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(kept),
-                          finish_reason=reason, prompt=prompt)
+        return Completion(text=text, prompt_tokens=request.prompt_tokens, completion_tokens=len(kept),
+                          finish_reason=reason, prompt=request.prompt)
 
-    # --- generation ----------------------------------------------------------------------------------------------
+    def _finish(self, request: Request) -> None:
+        if request.stream and (tail := request.detok.flush()):
+            request.out.put(tail)
+        request.answer(self._completion(request))
+
+    # --- generation (scheduler thread) ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _run_batch(self, requests: list[Request]) -> None:
+        inputs = self._inputs(requests)
+        for request, count in zip(requests, inputs["attention_mask"].sum(dim=1).tolist()):
+            request.prompt_tokens = int(count)
+        gen_kwargs = dict(requests[0].gen_kwargs)
+        gen_kwargs["max_new_tokens"] = max(r.max_new_tokens for r in requests)
+        if requests[0].seed is not None:
+            torch.manual_seed(requests[0].seed)
+        streamer = RowStreamer(requests, self.eos_ids, self._finish)
+        started = time.perf_counter()
+        try:
+            self.model.generate(**inputs, **gen_kwargs, streamer=streamer,
+                                stopping_criteria=StoppingCriteriaList([_RowsDone(streamer)]))
+        finally:
+            for request in requests:  # rows generate() ended by itself (its own stopping rules)
+                if not request.answered:
+                    self._finish(request)
+        log.debug("batch of %d: %.2fs", len(requests), time.perf_counter() - started)
+
+    # --- generation (callers) -------------------------------------------------------------------------------------
     def generate(self, messages: list[ChatMessage], params: GenerationParams | None = None) -> Completion:
         return self.generate_batch([messages], params)[0]
 
-    @torch.inference_mode()
     def generate_batch(
         self, conversations: list[list[ChatMessage]], params: GenerationParams | None = None
     ) -> list[Completion]:
-        prompts, inputs, gen_kwargs = self._prepare(conversations, params)
-        with self._generate_lock:
-            out = self.model.generate(**inputs, **gen_kwargs)
-        prompt_len = inputs["input_ids"].shape[1]
-        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        return [
-            self._completion(prompts[i], out[i], prompt_len, prompt_tokens[i], gen_kwargs["max_new_tokens"], False)
-            for i in range(len(prompts))
-        ]
+        """Answer several conversations, `max_batch_size` at a time in one batch each (and alongside whatever
+        other callers submit meanwhile)."""
+        completions: list[Completion] = []
+        for start in range(0, len(conversations), self.max_concurrent):
+            requests = [self._request(m, params, None, False)
+                        for m in conversations[start:start + self.max_concurrent]]
+            self.scheduler.submit(requests)
+            for request in requests:
+                completions.extend(p for p in request.pieces() if isinstance(p, Completion))
+        return completions
 
     def stream(
         self, messages: list[ChatMessage], params: GenerationParams | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamChunk]:
-        prompts, inputs, gen_kwargs = self._prepare([messages], params)
-        cancel = cancel or threading.Event()
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        result: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                with self._generate_lock, torch.inference_mode():
-                    result["out"] = self.model.generate(
-                        **inputs, **gen_kwargs, streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
-                    )
-            except BaseException as exc:  # re-raised in the caller's thread below
-                result["error"] = exc
-            finally:
-                streamer.end()
-
-        worker = threading.Thread(target=run, name="remoteglm-generate", daemon=True)
-        started = time.perf_counter()
-        worker.start()
+        request = self._request(messages, params, cancel, stream=True)
+        self.scheduler.submit([request])
         try:
-            for text in streamer:
-                if text:
-                    yield StreamChunk(text)
+            for piece in request.pieces():
+                yield StreamChunk(piece) if isinstance(piece, str) else StreamChunk("", piece)
         finally:
-            # Reached on normal end, on an exception, and when the consumer closes the generator early.
-            if worker.is_alive():
-                cancel.set()
-            worker.join()
-        if "error" in result:
-            raise result["error"]
-        completion = self._completion(
-            prompts[0], result["out"][0], inputs["input_ids"].shape[1], int(inputs["attention_mask"].sum()),
-            gen_kwargs["max_new_tokens"], cancel.is_set(),
-        )
-        log.debug("generated %d tokens in %.2fs", completion.completion_tokens, time.perf_counter() - started)
-        yield StreamChunk("", completion)
+            # Reached on normal end, on an exception, and when the consumer closes the generator early: the row
+            # stops at the next step (or never starts), the rest of its batch goes on.
+            request.cancel.set()
+
+    @property
+    def queue_stats(self) -> dict[str, int]:
+        s = self.scheduler
+        return {"running": s.running, "waiting": s.waiting, "batches": s.batches, "largest_batch": s.largest_batch}
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """torch's intra-op threads on CPU: `threads`, or the measured default (`DEFAULT_CPU_THREADS`, at most the
+    cores there are). 0 keeps torch's own choice (one per core)."""
+    if threads == 0:
+        return
+    wanted = threads or DEFAULT_CPU_THREADS
+    torch.set_num_threads(max(1, min(wanted, os.cpu_count() or 1)))
 
 
 def _as_set(value: int | list[int] | None) -> set[int]:
@@ -309,7 +384,7 @@ def _load(model: str, adapter: str | None, quant: int | None, device: torch.devi
         raise ModelLoadError(
             f"model directory not found: {model}. Point --model / REMOTEGLM_MODEL at a model directory or hub name"
         )
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     try:
         if quant is not None:
             kwargs["quantization_config"] = quantization_config(quant, dtype, model, trust_remote_code)

@@ -4,6 +4,7 @@ Accepts a path, raw bytes, a file-like object or a PIL image; converts every mod
 16-bit and float, multi-band) to 8-bit RGB; caps the pixel count *while decoding* where the format allows (JPEG
 draft mode) and otherwise right after, so a 10 000 x 10 000 photo never reaches a processor at full size; refuses
 non-images, empty, truncated files and decompression bombs with an `ImageError` whose message a person can act on.
+TIFFs are read by `imagery.geotiff` (rasterio / GDAL), which also chooses the bands shown.
 """
 
 from __future__ import annotations
@@ -11,11 +12,17 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from imagery.errors import ImageError
+from imagery.geotiff import TIFF_MAGIC, is_tiff, read_tiff
+
+__all__ = ["ImageError", "ImageSource", "TIFF_MAGIC", "downscale", "image_bytes", "load_image", "to_rgb"]
 
 ImageSource = str | Path | bytes | bytearray | BinaryIO | Image.Image
 
@@ -23,20 +30,19 @@ ImageSource = str | Path | bytes | bytearray | BinaryIO | Image.Image
 # (about 179 MP; a 10 000 x 10 000 scene is 100 MP and passes, a decompression bomb declares billions).
 MAX_DECLARED_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 DEFAULT_MAX_PIXELS = 1024 * 1024
-_PLAIN_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-class ImageError(ValueError):
-    """The input is not an image we can use; the message says why in Chinese and English."""
-
-
-def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open `source` and return an 8-bit RGB image of at most `max_pixels` pixels."""
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
+               bands: Sequence[int] | str | None = None) -> Image.Image:
+    """Open `source` and return an 8-bit RGB image of at most `max_pixels` pixels. TIFFs (GeoTIFFs of any layout,
+    depth and band count) go through `imagery.geotiff`; `bands` (1-based, e.g. (4, 3, 2)) picks which are shown."""
     if isinstance(source, Image.Image):
         image = source
     else:
-        image = _open(source)
+        data = _read_bytes(source)
+        if is_tiff(data):
+            return to_rgb(downscale(read_tiff(data, max_pixels, bands), max_pixels))
+        image = _open(data)
     try:
         image = _first_frame(image)
         _check_declared_size(image)
@@ -51,69 +57,35 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     return to_rgb(image)
 
 
-def _open(source: str | Path | bytes | bytearray | BinaryIO) -> Image.Image:
+def _read_bytes(source: str | Path | bytes | bytearray | BinaryIO) -> bytes:
     if isinstance(source, (bytes, bytearray)):
-        if not source:
-            raise ImageError("文件为空 (the file is empty: 0 bytes)")
-        stream: BinaryIO = io.BytesIO(source)
+        data = bytes(source)
+        name = ""
     elif isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"找不到图像文件 (no such image file): {path}")
-        if path.stat().st_size == 0:
-            raise ImageError(f"文件为空 (the file is empty: 0 bytes): {path.name}")
-        stream = io.BytesIO(path.read_bytes())
+        data, name = path.read_bytes(), f": {path.name}"
     else:
-        stream = source
+        data, name = source.read(), ""
+    if not data:
+        raise ImageError(f"文件为空 (the file is empty: 0 bytes){name}")
+    return data
+
+
+def _open(data: bytes) -> Image.Image:
+    stream = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             # Big-but-legal scenes are downscaled by load_image; only Pillow's hard limit refuses.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+            return Image.open(stream)
     except Image.DecompressionBombError as exc:
         raise ImageError(f"图像尺寸过大，疑似解压炸弹，已拒绝 (image too large, refused: {exc})") from exc
     except UnidentifiedImageError as exc:
-        stream.seek(0)
-        if stream.read(4) in TIFF_MAGIC:  # a TIFF Pillow cannot decode (many bands, odd sample formats)
-            stream.seek(0)
-            return _open_tiff_bands(stream)
         raise ImageError("不是可识别的图像文件，请上传 JPEG、PNG、TIFF、BMP 或 WebP (not a recognised image file)") from exc
     except OSError as exc:
         raise ImageError(f"无法读取图像 (cannot read the image: {exc})") from exc
-    if image.format == "TIFF" and (getattr(image, "n_frames", 1) > 1 or image.mode not in _PLAIN_MODES):
-        # Band-per-page or high-bit-depth scenes: read every band, as a GIS tool would.
-        stream.seek(0)
-        return _open_tiff_bands(stream)
-    return image
-
-
-def _open_tiff_bands(stream: BinaryIO) -> Image.Image:
-    """Multi-band or exotic TIFFs (e.g. 4-13 band 16-bit satellite scenes) that Pillow cannot open: read them
-    with tifffile and keep the first three bands as R, G, B (bands 1-3 are the visible ones for most sensors)."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(stream) as tif:
-            shape = tif.series[0].shape
-            if math.prod(shape) > 16 * MAX_DECLARED_PIXELS:
-                raise ImageError(f"图像尺寸过大，已拒绝 (TIFF declares shape {shape}, too large)")
-            array = tif.series[0].asarray()
-    except ImageError:
-        raise
-    except Exception as exc:  # tifffile raises many types for broken files
-        raise ImageError(f"无法读取该 TIFF 文件 (cannot read this TIFF: {exc})") from exc
-    array = np.squeeze(array)
-    if array.ndim == 3 and array.shape[0] < array.shape[-1] and array.shape[0] <= 16:
-        array = np.moveaxis(array, 0, -1)  # (bands, H, W) -> (H, W, bands)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[0] * array.shape[1] > MAX_DECLARED_PIXELS:
-        raise ImageError(f"不支持的 TIFF 形状 (unsupported TIFF shape {array.shape})")
-    bands = [_high_bit_depth_to_8bit(Image.fromarray(array[..., i].astype(np.float32), mode="F"))
-             for i in range(min(3, array.shape[-1]))]
-    if len(bands) < 3:
-        return bands[0]
-    return Image.merge("RGB", bands)
 
 
 def _first_frame(image: Image.Image) -> Image.Image:

@@ -5,9 +5,10 @@ The same server as `python app.py serve`, with the server-only limits of `Server
 from __future__ import annotations
 
 import argparse
+import sys
 
 from server import add_server_arguments, config_from_args, serve
-from settings import add_arguments, from_args
+from settings import add_arguments, api_auth_problem, from_args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,7 +16,11 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     add_server_arguments(parser)
     args = parser.parse_args(argv)
-    serve(from_args(args), config=config_from_args(args))
+    settings = from_args(args)
+    if problem := api_auth_problem(settings):
+        print(f"错误 error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    serve(settings, config=config_from_args(args))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ Every error leaves as `{"error": {"message", "type", "param", "code"}}` with its
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +28,39 @@ from server.serving import APIError, ChatServing, ServerConfig
 from settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's status for "the client closed the request"; nobody reads it, logs show it
+
+
+class ClientGone(Exception):
+    """The client disconnected before its non-streaming answer was ready."""
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it as soon as the client disconnects (raises ClientGone then).
+
+    Starlette stops a streaming response when its client leaves, but a blocking handler would run to the end
+    with nobody waiting: here the request's receive channel is watched for `http.disconnect` meanwhile."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if gone.is_set():
+            raise ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()
 
 # HTTP errors raised by the framework itself (unknown route, wrong method, body too large) -> OpenAI type / code.
 HTTP_ERRORS = {
@@ -40,8 +76,12 @@ def error_response(status: int, message: str, type: str, code: str | None = None
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+# Routes behind the API key besides /v1/: the schema and its viewers describe the whole API.
+PROTECTED_PATHS = ("/docs", "/redoc", "/openapi.json")
+
+
 class Guard:
-    """API key and body size, checked for /v1/ routes before the application reads anything."""
+    """API key and body size, checked for /v1/ routes (and the API docs) before the application reads anything."""
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body: int):
         self.app = app
@@ -49,7 +89,8 @@ class Guard:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path.startswith("/v1/") or path.startswith(PROTECTED_PATHS)):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -124,12 +165,16 @@ def create_app(backend: ChatBackend, settings: Settings, config: ServerConfig | 
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
               responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)})
-    async def chat_completions(request: ChatCompletionRequest):
+    async def chat_completions(request: ChatCompletionRequest, http_request: Request):
         ticket, messages = await serving.prepare(request)
         if request.stream:
             # The background task frees the ticket even when the client left before the stream started.
             return StreamingResponse(serving.stream(request, ticket, messages), media_type="text/event-stream",
                                      background=BackgroundTask(ticket.arelease))
-        return await serving.complete(request, ticket, messages)
+        try:
+            return await unless_disconnected(http_request, serving.complete(request, ticket, messages))
+        except ClientGone:
+            log.info("client disconnected: generation cancelled")
+            return error_response(CLIENT_CLOSED, "client disconnected", "invalid_request_error", "client_closed")
 
     return app

@@ -50,6 +50,7 @@ from settings import Settings
 
 log = logging.getLogger(__name__)
 
+CHARS_PER_TOKEN_BOUND = 8  # no tokenizer packs more characters than this into one token on real text
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -74,6 +75,11 @@ class ServerConfig(BaseSettings):
 
     max_images: int = Field(8, ge=1)
     """Most images in one request."""
+
+    max_prompt_tokens: int = Field(8192, ge=1)
+    """Longest prompt (all messages, in the model's text tokens) a request may send; longer ones get 400
+    context_length_exceeded before they reach the model. The text is first checked at 8 characters per token,
+    so a huge body is refused without tokenizing it."""
 
     allowed_image_dir: Path | None = None
     """file:// image URLs are read only under this directory. Unset: file URLs are refused."""
@@ -210,6 +216,11 @@ class ChatServing:
         if count > self.config.max_images:
             raise APIError(400, f"too many images: {count}, at most {self.config.max_images} per request",
                            code="too_many_images", param="messages")
+        chars = sum(len(m.content) if isinstance(m.content, str) else
+                    sum(len(p.text) for p in m.content if p.type == "text") if m.content else 0
+                    for m in request.messages)
+        if chars > CHARS_PER_TOKEN_BOUND * self.config.max_prompt_tokens:
+            raise self._too_long(f"{chars:,} characters")
         converted = []
         for i, message in enumerate(request.messages):
             if message.content is None or isinstance(message.content, str):
@@ -222,7 +233,15 @@ class ChatServing:
                 else:
                     images.append(self.load_image(part.image_url.url, f"messages.{i}.content.{j}.image_url"))
             converted.append(ChatMessage(ROLES[message.role], "\n".join(texts), images))
+        tokens = self.backend.count_prompt_tokens(converted)
+        if tokens is not None and tokens > self.config.max_prompt_tokens:
+            raise self._too_long(f"{tokens:,} tokens")
         return converted
+
+    def _too_long(self, size: str) -> APIError:
+        return APIError(400, f"the prompt is too long: {size}, this server accepts at most "
+                             f"{self.config.max_prompt_tokens:,} prompt tokens; shorten the messages",
+                        code="context_length_exceeded", param="messages")
 
     def load_image(self, url: str, param: str) -> Image.Image:
         data = self.image_bytes(url, param)
@@ -306,9 +325,20 @@ class ChatServing:
         cutter = StopCutter(request.stop)
         async with ticket.model():
             iterator = self.backend.stream(messages, self.params(request), cancel)
+            pending: asyncio.Future | None = None
+
+            async def next_chunk():
+                # shielded: a cancelled request (client gone) must not abandon a thread still inside the iterator,
+                # which could then be neither closed nor resumed
+                nonlocal pending
+                pending = asyncio.ensure_future(anyio.to_thread.run_sync(next, iterator, None))
+                chunk = await asyncio.shield(pending)
+                pending = None
+                return chunk
+
             try:
                 completion = None
-                while (chunk := await anyio.to_thread.run_sync(next, iterator, None)) is not None:
+                while (chunk := await next_chunk()) is not None:
                     completion = chunk.completion or completion
                     if cutter.stopped:
                         continue  # wait for the backend's final chunk after asking it to stop
@@ -325,6 +355,8 @@ class ChatServing:
             finally:
                 cancel.set()  # a client that went away stops generation at once
                 with anyio.CancelScope(shield=True):
+                    if pending is not None:
+                        await pending  # the backend's next step, cut short by `cancel`
                     await anyio.to_thread.run_sync(iterator.close)
 
     async def complete(self, request: ChatCompletionRequest, ticket: Ticket,

@@ -10,11 +10,14 @@ import hashlib
 import io
 import os
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from imagery.geotiff import is_tiff
 from model_adapter.images import ImageSource, image_bytes, load_image
 
 
@@ -32,25 +35,41 @@ class ImageStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_pixels = max_pixels
+        self._remove_stale_parts()
 
-    def put(self, source: ImageSource) -> tuple[ImageFile, Image.Image]:
-        """Normalise and store an image; returns its record and the RGB image. Raises ImageError."""
+    def _remove_stale_parts(self, older_than_s: float = 3600.0) -> None:
+        """Half-written files a killed process left behind (recent ones may belong to a live writer)."""
+        cutoff = time.time() - older_than_s
+        for part in self.root.glob("*.part"):
+            try:
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
+            except OSError:
+                pass
+
+    def put(self, source: ImageSource, bands: Sequence[int] | str | None = None) -> tuple[ImageFile, Image.Image]:
+        """Normalise and store an image (for multi-band TIFFs: the chosen `bands` as RGB); returns its record and
+        the RGB image. Raises ImageError."""
         original = source if isinstance(source, (bytes, bytearray)) else None
-        image = load_image(source, self.max_pixels)
+        image = load_image(source, self.max_pixels, bands)
         data, ext = self._encoded(image, original)
         sha = hashlib.sha256(data).hexdigest()
         path = self.root / f"{sha}.{ext}"
         if not path.exists():
             # Write-then-rename so a crash or a concurrent writer never leaves half a file under the final name.
             fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            except BaseException:  # full disk, interrupted: no half file stays behind
+                Path(tmp).unlink(missing_ok=True)
+                raise
         return ImageFile(sha, path.name, image.width, image.height, len(data)), image
 
     @staticmethod
     def _encoded(image: Image.Image, original: bytes | bytearray | None) -> tuple[bytes, str]:
-        if original is not None:
+        if original is not None and not is_tiff(bytes(original[:4])):  # a TIFF is always re-encoded (browsers)
             with Image.open(io.BytesIO(original)) as probe:
                 unrotated = probe.getexif().get(0x0112, 1) == 1  # EXIF orientation would change what the model saw
                 if probe.format in ("JPEG", "PNG") and probe.mode == "RGB" and probe.size == image.size and unrotated:

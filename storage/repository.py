@@ -11,6 +11,10 @@ in any thread can keep them after the session closed. Works on any SQLAlchemy UR
 
 from __future__ import annotations
 
+import errno
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from model_adapter.images import ImageSource
@@ -28,6 +32,14 @@ from storage.images import ImageStore
 from storage.models import Conversation, Message, MessageImage, StoredImage, utcnow
 
 MESSAGE_STATUSES = ("complete", "streaming", "interrupted", "error")
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+INTERRUPTED_BY_RESTART = "the process stopped while this answer was being written; the partial text is kept"
+
+log = logging.getLogger(__name__)
+
+
+class StorageError(RuntimeError):
+    """A write failed (full disk, unwritable database); nothing of that write was stored. Bilingual message."""
 
 
 class NotFound(LookupError):
@@ -69,10 +81,37 @@ class ConversationView:
 
 
 class ConversationStore:
-    def __init__(self, database_url: str, image_dir: Path, max_pixels: int = 1024 * 1024):
+    def __init__(self, database_url: str, image_dir: Path, max_pixels: int = 1024 * 1024, recover: bool = True):
         self.engine = make_engine(database_url)
         self.sessions = make_sessionmaker(self.engine)
         self.images = ImageStore(image_dir, max_pixels)
+        self.location = image_dir
+        if recover:
+            self.recover_interrupted()
+
+    def recover_interrupted(self) -> int:
+        """At start-up: answers still 'streaming' were cut off by a crash or kill; mark them 'interrupted' with
+        their partial text kept. Returns how many. (A sibling process still streaming into a shared database puts
+        its answer back to 'streaming' with its next write, see bot.service.)"""
+        with self._begin() as session:
+            result = session.execute(update(Message).where(Message.status == "streaming").values(
+                status="interrupted", error=INTERRUPTED_BY_RESTART, updated_at=utcnow()))
+        if result.rowcount:
+            log.warning("%d answers left 'streaming' by an earlier process are now 'interrupted'", result.rowcount)
+        return result.rowcount or 0
+
+    @contextmanager
+    def _begin(self) -> Iterator[Session]:
+        """A write transaction whose disk-full / unwritable-database failures become a StorageError."""
+        try:
+            with self.sessions.begin() as session:
+                yield session
+        except OperationalError as exc:
+            raise StorageError(_storage_message(exc, self.location)) from exc
+        except OSError as exc:
+            if exc.errno in FULL_DISK_ERRNOS:
+                raise StorageError(_storage_message(exc, self.location)) from exc
+            raise
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConversationStore:
@@ -83,20 +122,38 @@ class ConversationStore:
 
     # --- conversations ---------------------------------------------------------------------------------------------
     def create(self, title: str = "", model: str | None = None, settings: dict[str, Any] | None = None) -> ConversationView:
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             conv = Conversation(title=title[:200], model=model, settings=dict(settings or {}))
             session.add(conv)
             session.flush()
             return _conversation_view(conv)
 
-    def list(self, limit: int = 50, offset: int = 0) -> list[ConversationView]:
-        """Newest activity first."""
+    def list(self, limit: int = 50, offset: int = 0, query: str = "") -> list[ConversationView]:
+        """Newest activity first; with `query`, only conversations whose title or any message text contains it
+        (case-insensitive)."""
         with self.sessions() as session:
+            statement = select(Conversation)
+            query = query.strip()
+            if query:
+                pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                in_messages = select(Message.id).where(Message.conversation_id == Conversation.id,
+                                                       Message.text.ilike(pattern, escape="\\"))
+                statement = statement.where(Conversation.title.ilike(pattern, escape="\\") | in_messages.exists())
             rows = session.scalars(
-                select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id)
-                .limit(limit).offset(offset)
+                statement.order_by(Conversation.updated_at.desc(), Conversation.id).limit(limit).offset(offset)
             )
             return [_conversation_view(c) for c in rows]
+
+    def first_image(self, conversation_id: str) -> ImageRef | None:
+        """The first image of a conversation's messages, or None."""
+        with self.sessions() as session:
+            row = session.scalars(
+                select(StoredImage).join(MessageImage, MessageImage.image_sha256 == StoredImage.sha256)
+                .join(Message, Message.id == MessageImage.message_id)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.id, MessageImage.position).limit(1)
+            ).first()
+            return self._ref(row) if row else None
 
     def count(self) -> int:
         with self.sessions() as session:
@@ -121,7 +178,7 @@ class ConversationStore:
 
     def delete(self, conversation_id: str) -> None:
         """Delete a conversation, its messages, and image files that no other message uses."""
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             conv = self._conversation(session, conversation_id)
             shas = set(session.scalars(
                 select(MessageImage.image_sha256).join(Message).where(Message.conversation_id == conversation_id)
@@ -136,11 +193,18 @@ class ConversationStore:
             self.images.delete(filename)
 
     # --- messages ------------------------------------------------------------------------------------------------------
-    def add_image(self, source: ImageSource, original_name: str | None = None) -> ImageRef:
-        """Store an image once (by content hash). Raises model_adapter.ImageError for unusable input."""
-        record, _ = self.images.put(source)
+    def add_image(self, source: ImageSource, original_name: str | None = None,
+                  bands: Sequence[int] | str | None = None) -> ImageRef:
+        """Store an image once (by content hash); `bands` picks a multi-band TIFF's bands (1-based).
+        Raises model_adapter.ImageError for unusable input, StorageError when the disk is full."""
         try:
-            with self.sessions.begin() as session:
+            record, _ = self.images.put(source, bands)
+        except OSError as exc:
+            if exc.errno in FULL_DISK_ERRNOS:
+                raise StorageError(_storage_message(exc, self.location)) from exc
+            raise
+        try:
+            with self._begin() as session:
                 if session.get(StoredImage, record.sha256) is None:
                     session.add(StoredImage(
                         sha256=record.sha256, filename=record.filename, width=record.width, height=record.height,
@@ -155,7 +219,7 @@ class ConversationStore:
         status: str = "complete", **stats: Any,
     ) -> MessageView:
         _check_status(status)
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             self._conversation(session, conversation_id)
             message = Message(conversation_id=conversation_id, role=role, text=text, status=status, **stats)
             message.images = [MessageImage(position=i, image_sha256=ref.sha256) for i, ref in enumerate(images)]
@@ -168,13 +232,13 @@ class ConversationStore:
         """Change text / status / error / token counts / latency of a message in place (streaming updates)."""
         if "status" in values:
             _check_status(values["status"])
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             result = session.execute(update(Message).where(Message.id == message_id).values(**values, updated_at=utcnow()))
             if result.rowcount == 0:
                 raise NotFound(f"no message {message_id}")
 
     def delete_message(self, message_id: int) -> None:
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             message = session.get(Message, message_id)
             if message is None:
                 raise NotFound(f"no message {message_id}")
@@ -197,7 +261,7 @@ class ConversationStore:
         return conv
 
     def _update_conversation(self, conversation_id: str, **values: Any) -> None:
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             result = session.execute(
                 update(Conversation).where(Conversation.id == conversation_id).values(**values, updated_at=utcnow())
             )
@@ -234,6 +298,15 @@ class ConversationStore:
 
 def _conversation_view(conv: Conversation) -> ConversationView:
     return ConversationView(conv.id, conv.title, conv.model, dict(conv.settings or {}), conv.created_at, conv.updated_at)
+
+
+def _storage_message(exc: BaseException, location: Path) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    if getattr(cause, "errno", None) in FULL_DISK_ERRNOS or "full" in str(cause).lower():
+        return (f"磁盘已满，本次内容未保存，已保存的对话不受影响；请释放 {location} 所在磁盘的空间 "
+                f"(the disk is full: this was not saved, stored conversations are unaffected; free space on the disk "
+                f"holding {location})")
+    return f"无法写入数据库，本次内容未保存 (cannot write to the database, this was not saved: {cause})"
 
 
 def _check_status(status: str) -> None:

@@ -48,6 +48,18 @@ def error_bubble(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": f"{ERROR_MARK}{text}"}
 
 
+def thinking_bubble(lang: str) -> dict[str, Any]:
+    """The answer's bubble before its first token: shows that the model is at work."""
+    return {"role": "assistant", "content": t(lang, "thinking")}
+
+
+def queued_bubble(text: str, files: list[Any], lang: str) -> dict[str, Any]:
+    """A question sent while another answer streams, shown until its own turn starts (not stored yet)."""
+    content: list[Any] = [{"path": str(f["path"] if isinstance(f, dict) else f)} for f in files]
+    content.append(f"{text}\n\n*{t(lang, 'queued_mark')}*" if text else f"*{t(lang, 'queued_mark')}*")
+    return {"role": "user", "content": content}
+
+
 def conversation_label(view: ConversationView, lang: str) -> str:
     return f"{view.title or t(lang, 'untitled')} · {view.updated_at:%m-%d %H:%M}"
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bot.service import ConversationService, NotFound, ServiceError
+from bot.service import ConversationService, NotFound, ServiceError, StorageError
 from model_adapter.images import ImageError, load_image
 from ui.chat_view import message_text
 from ui.i18n import t
 
-USER_ERRORS = (ServiceError, ImageError, NotFound)
+USER_ERRORS = (ServiceError, ImageError, NotFound, StorageError)
 
 
 @dataclass

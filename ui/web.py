@@ -24,10 +24,11 @@ from typing import Any
 
 import gradio as gr
 
-from bot.service import ConversationService, NotFound, ServiceError, TurnEvent
+from bot.service import ConversationService, NotFound, ServiceError, StorageError, TurnEvent
 from model_adapter.images import ImageError
 from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
-from ui.chat_view import conversation_choices, error_bubble, example_files, export_filename, to_chatbot
+from ui.chat_view import (conversation_choices, error_bubble, example_files, export_filename, queued_bubble,
+                          thinking_bubble, to_chatbot)
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class UploadError(ValueError):
     """The uploaded file cannot be used as given (too large); the message is for the user."""
 
 
-USER_ERRORS = (ServiceError, ImageError, NotFound, UploadError)
+USER_ERRORS = (ServiceError, ImageError, NotFound, UploadError, StorageError)
 ChatOutputs = tuple[Any, Any, str | None, bool, Any, Any]  # chatbot, textbox, conversation, editing, sidebar, id box
 
 
@@ -70,6 +71,10 @@ class ChatHandlers:
         self.export_dir = Path(export_dir or tempfile.mkdtemp(prefix="remoteglm-export-"))
         self.export_dir.mkdir(parents=True, exist_ok=True)
         self._cancels: dict[str, threading.Event] = {}
+        # Questions a browser session sent while an answer was streaming, in order: shown as queued bubbles until
+        # Gradio's queue runs their `submit` (trigger_mode="multiple"), so nothing typed is ever dropped.
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._queries: dict[str, str] = {}  # each tab's history search
         self._lock = threading.Lock()
 
     # --- generation settings ----------------------------------------------------------------------------------
@@ -107,38 +112,48 @@ class ChatHandlers:
                 pass
 
     # --- sidebar ------------------------------------------------------------------------------------------------------
-    def sidebar(self, lang: str, selected: str | None, select: bool = True) -> dict[str, Any]:
-        """The conversation list, newest first. select=False leaves the selection as the browser has it (after a
-        turn in the open conversation), so a tab's selection is never reset under the user's pointer."""
-        choices = conversation_choices(self.service.conversations(limit=SIDEBAR_LIMIT), lang)
+    def sidebar(self, lang: str, selected: str | None, select: bool = True, session: str | None = None) -> dict[str, Any]:
+        """The conversation list, newest first, filtered by this tab's search. select=False leaves the selection
+        as the browser has it (after a turn in the open conversation), so a tab's selection is never reset under
+        the user's pointer."""
+        query = self._queries.get(session, "") if session else ""
+        choices = conversation_choices(self.service.conversations(limit=SIDEBAR_LIMIT, query=query), lang)
         if not select:
             return gr.update(choices=choices)
         return gr.update(choices=choices, value=selected if selected in {c[1] for c in choices} else None)
 
-    def on_load(self, lang: str) -> dict[str, Any]:
+    def on_load(self, lang: str, request: gr.Request = None) -> dict[str, Any]:
+        self._queries.pop(_session(request), None)
         return self.sidebar(lang, None)
 
-    def open(self, conversation_id: str | None, lang: str) -> tuple:
+    def search(self, query: str, lang: str, selected: str | None, request: gr.Request = None) -> dict[str, Any]:
+        """Filter this tab's history by words in titles and messages (questions and answers); empty: all."""
+        session = _session(request)
+        with self._lock:
+            self._queries[session] = (query or "").strip()
+        return self.sidebar(lang, selected, session=session)
+
+    def open(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple:
         """Show a stored conversation exactly as stored (images included) and its generation settings."""
         if not conversation_id:
-            return self.new(lang)
+            return self.new(lang, request)
         try:
             view = self.service.history(conversation_id)
         except NotFound:
-            return self.new(lang)
+            return self.new(lang, request)
         temperature, top_p, max_new = self.generation_of(conversation_id)
         return (to_chatbot(view, lang), view.id, False, view.title, temperature, top_p, max_new,
-                gr.update(visible=False), self.sidebar(lang, view.id), view.id)
+                gr.update(visible=False), self.sidebar(lang, view.id, session=_session(request)), view.id)
 
-    def new(self, lang: str) -> tuple:
+    def new(self, lang: str, request: gr.Request = None) -> tuple:
         temperature, top_p, max_new = self.generation_of(None)
-        return ([], None, False, "", temperature, top_p, max_new, gr.update(visible=False), self.sidebar(lang, None),
-                "")
+        return ([], None, False, "", temperature, top_p, max_new, gr.update(visible=False),
+                self.sidebar(lang, None, session=_session(request)), "")
 
-    def rename(self, conversation_id: str | None, title: str, lang: str) -> dict[str, Any]:
+    def rename(self, conversation_id: str | None, title: str, lang: str, request: gr.Request = None) -> dict[str, Any]:
         if conversation_id and title.strip():
             self.service.rename(conversation_id, title)
-        return self.sidebar(lang, conversation_id)
+        return self.sidebar(lang, conversation_id, session=_session(request))
 
     def ask_delete(self, conversation_id: str | None) -> dict[str, Any]:
         return gr.update(visible=bool(conversation_id))
@@ -146,13 +161,13 @@ class ChatHandlers:
     def cancel_delete(self) -> dict[str, Any]:
         return gr.update(visible=False)
 
-    def delete(self, conversation_id: str | None, lang: str) -> tuple:
+    def delete(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple:
         if conversation_id:
             try:
                 self.service.delete(conversation_id)
             except NotFound:
                 pass
-        return self.new(lang)
+        return self.new(lang, request)
 
     # --- export ---------------------------------------------------------------------------------------------------
     def export(self, conversation_id: str | None, fmt: str, lang: str) -> dict[str, Any]:
@@ -164,12 +179,30 @@ class ChatHandlers:
         return gr.update(value=str(path), visible=True)
 
     # --- turns ----------------------------------------------------------------------------------------------------
+    def enqueue(self, message: dict[str, Any] | None, lang: str, request: gr.Request = None) -> tuple[Any, str]:
+        """Enter pressed (runs at once, before the queued `submit`): take the question out of the box into this
+        tab's queue and, if an answer is still streaming, show it as queued; `submit` answers it when its turn
+        comes. (Gradio reads the box for `submit` after this emptied it, so the queue is what carries it.)"""
+        message = {"text": (message or {}).get("text") or "", "files": list((message or {}).get("files") or [])}
+        if not message["text"].strip() and not message["files"]:
+            return gr.skip(), ""
+        session = _session(request)
+        with self._lock:
+            busy = session in self._cancels or bool(self._pending.get(session))
+            self._pending.setdefault(session, []).append(message)
+        return EMPTY_INPUT, t(lang, "queued") if busy else ""
+
     def submit(
         self, message: dict[str, Any] | None, conversation_id: str | None, editing: bool, lang: str,
-        temperature: float, top_p: float, max_new_tokens: float, request: gr.Request = None,
+        temperature: float, top_p: float, max_new_tokens: float, bands: str | None = None,
+        request: gr.Request = None,
     ) -> Iterator[ChatOutputs]:
-        """Send the question (and image) of the input box, or the edited last question, and stream the answer."""
-        message = message or {}
+        """Send the question (and image) of the input box, or the edited last question, and stream the answer.
+        `bands` ("4,3,2") picks which bands of a multi-band TIFF are shown; empty: the file's R, G, B, else 1-2-3."""
+        session = _session(request)
+        # A browser's question comes from this tab's queue (`enqueue` emptied the box before Gradio read it for
+        # this event); API clients, which have no queue, pass it directly.
+        message = self._next_pending(session) or message or {}
         text = message.get("text") or ""
         files = list(message.get("files") or [])
         generation = self._generation(temperature, top_p, max_new_tokens)
@@ -178,6 +211,10 @@ class ChatHandlers:
             image, name = self._read_upload(files, lang)
             if not text.strip() and image is None:
                 raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
+            if image is None and not self._has_image(conversation_id):
+                # An image question without an image would be answered with an invented scene: ask for one
+                # (the model is taught the same, but the chat must not depend on it). Nothing is stored.
+                raise UploadError(t(lang, "need_image"))
             if editing and conversation_id and image is None:  # a new image makes it a new question
                 self.service.set_generation(conversation_id, **generation)
                 def turn(cancel): return self.service.edit_last(conversation_id, text, cancel=cancel)  # noqa: E306
@@ -187,25 +224,28 @@ class ChatHandlers:
                 else:
                     self.service.set_generation(conversation_id, **generation)
                 def turn(cancel): return self.service.send(conversation_id, text, image=image,  # noqa: E306
-                                                           image_name=name, cancel=cancel)
+                                                           image_name=name, cancel=cancel, bands=bands or None)
             history, first = None, True
-            for history in self._stream(conversation_id, turn, lang, _session(request)):
-                sidebar = self.sidebar(lang, conversation_id, select=bool(created)) if first else gr.skip()
-                yield history, EMPTY_INPUT, conversation_id, False, sidebar, conversation_id
+            # The input box is never written while streaming: it may already hold the user's next question.
+            # (`enqueue` emptied it when Enter was pressed; API clients get an empty box once, with the first update.)
+            for history in self._stream(conversation_id, turn, lang, session):
+                sidebar = self.sidebar(lang, conversation_id, select=bool(created), session=session) if first else gr.skip()
+                yield history, EMPTY_INPUT if first else gr.skip(), conversation_id, False, sidebar, conversation_id
                 first = False
             # the last update carries everything, so API clients' final result is the whole stored conversation
-            yield (history, EMPTY_INPUT, conversation_id, False, self.sidebar(lang, conversation_id, select=False),
-                   conversation_id)
+            yield (history, gr.skip(), conversation_id, False,
+                   self.sidebar(lang, conversation_id, select=False, session=session), conversation_id)
         except USER_ERRORS as exc:
             if created and not self.service.history(created).messages:
                 self.service.delete(created)  # an unusable first turn leaves no empty conversation behind
                 conversation_id = None
-            yield (self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, editing, gr.skip(),
-                   conversation_id or "")
+            # the question goes back into the box so the user can fix it
+            yield (self._with_error(conversation_id, str(exc), lang, session), {"text": text, "files": files},
+                   conversation_id, editing, gr.skip(), conversation_id or "")
         except Exception:  # noqa: BLE001 - the user gets a message, the log gets the traceback
             log.exception("web chat turn failed")
-            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang), gr.skip(), conversation_id,
-                   editing, gr.skip(), conversation_id or "")
+            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang, session),
+                   {"text": text, "files": files}, conversation_id, editing, gr.skip(), conversation_id or "")
 
     def regenerate(
         self, conversation_id: str | None, lang: str, temperature: float, top_p: float, max_new_tokens: float,
@@ -220,8 +260,8 @@ class ChatHandlers:
             for history in self._stream(conversation_id, lambda cancel: self.service.regenerate(
                     conversation_id, cancel=cancel), lang, _session(request)):
                 yield history, gr.skip(), conversation_id, False, gr.skip(), gr.skip()
-            yield (history, gr.skip(), conversation_id, False, self.sidebar(lang, conversation_id, select=False),
-                   conversation_id)
+            yield (history, gr.skip(), conversation_id, False,
+                   self.sidebar(lang, conversation_id, select=False, session=_session(request)), conversation_id)
         except USER_ERRORS as exc:
             yield (self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, False, gr.skip(),
                    gr.skip())
@@ -278,20 +318,36 @@ class ChatHandlers:
                 for event in events:
                     if event.kind in ("done", "error"):
                         history = to_chatbot(self.service.history(conversation_id), lang)
-                        yield history
+                        yield history + self._queued_bubbles(session, lang)
                         continue
                     if history is None:  # first event: the user's turn and the empty answer are stored
                         view = self.service.history(conversation_id)
                         view.messages = [m for m in view.messages if m.id != event.message_id or m.role != "assistant"]
-                        history = to_chatbot(view, lang) + [{"role": "assistant", "content": ""}]
+                        history = to_chatbot(view, lang) + [thinking_bubble(lang)]
                     if event.kind == "delta":
                         answer += event.text
                         history[-1] = {"role": "assistant", "content": answer}
-                    yield list(history)  # a snapshot: callers may keep every update
+                    yield history + self._queued_bubbles(session, lang)  # a new list: callers may keep every update
         finally:
             with self._lock:
                 if self._cancels.get(session) is cancel:
                     del self._cancels[session]
+
+    def _next_pending(self, session: str) -> dict[str, Any] | None:
+        """The oldest question this tab queued, taken out of the queue (its turn has come)."""
+        with self._lock:
+            queued = self._pending.get(session)
+            if not queued:
+                return None
+            message = queued.pop(0)
+            if not queued:
+                del self._pending[session]
+            return message
+
+    def _queued_bubbles(self, session: str, lang: str) -> list[dict[str, Any]]:
+        with self._lock:
+            queued = list(self._pending.get(session, []))
+        return [queued_bubble(item["text"], item["files"], lang) for item in queued]
 
     def _read_upload(self, files: list[Any], lang: str) -> tuple[bytes | None, str | None]:
         if not files:
@@ -303,6 +359,10 @@ class ChatHandlers:
             raise UploadError(t(lang, "too_big", size=size_mb, limit=self.settings.max_upload_mb))
         return path.read_bytes(), path.name
 
+    def _has_image(self, conversation_id: str | None) -> bool:
+        return self._exists(conversation_id) and any(
+            m.images for m in self.service.history(conversation_id).messages)
+
     def _exists(self, conversation_id: str | None) -> bool:
         if not conversation_id:
             return False
@@ -312,9 +372,11 @@ class ChatHandlers:
         except NotFound:
             return False
 
-    def _with_error(self, conversation_id: str | None, text: str, lang: str) -> list[dict[str, Any]]:
+    def _with_error(self, conversation_id: str | None, text: str, lang: str,
+                    session: str | None = None) -> list[dict[str, Any]]:
         view = self.service.history(conversation_id) if self._exists(conversation_id) else None
-        return to_chatbot(view, lang) + [error_bubble(text)]
+        queued = self._queued_bubbles(session, lang) if session else []
+        return to_chatbot(view, lang) + [error_bubble(text)] + queued
 
 
 # --- layout -------------------------------------------------------------------------------------------------------
@@ -343,6 +405,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         with gr.Sidebar(label="RemoteGLM", open=True):
             lang = gr.Radio(choices=list(LANGS.items()), value=lang0, label=t(lang0, "language"), elem_id="lang")
             new_btn = gr.Button(t(lang0, "new"), variant="primary", elem_id="new-conversation")
+            search_box = gr.Textbox(placeholder=t(lang0, "search"), show_label=False, max_lines=1,
+                                    elem_id="search", type="search")
             conversations = gr.Radio(choices=[], label=t(lang0, "history"), elem_id="conversations")
             rename_box = gr.Textbox(label=t(lang0, "rename_label"), max_lines=1, elem_id="rename-box")
             rename_btn = gr.Button(t(lang0, "rename"), size="sm", elem_id="rename")
@@ -373,6 +437,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             top_p = gr.Slider(0.05, 1.0, value=top_p0, step=0.05, label=t(lang0, "top_p"))
             max_new = gr.Slider(1, settings.max_new_tokens_limit, value=max_new0, step=1,
                                 label=t(lang0, "max_new_tokens"))
+            bands = gr.Textbox("", label=t(lang0, "bands"), placeholder="4,3,2", max_lines=1, elem_id="bands")
         with gr.Accordion(t(lang0, "export"), open=False) as export_panel:
             with gr.Row():
                 export_md = gr.Button(t(lang0, "export_md"), size="sm", elem_id="export-md")
@@ -382,9 +447,13 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         # --- events ---------------------------------------------------------------------------------------------------
         chat_outputs = [chatbot, textbox, conversation, editing, conversations, id_box]
         gen_inputs = [temperature, top_p, max_new]
+        # Enter while an answer streams: `enqueue` empties the box at once and shows the question as queued, and
+        # trigger_mode="multiple" makes Gradio queue its `submit` to run next (the default "once" dropped it).
+        textbox.submit(h.enqueue, [textbox, lang], [textbox, notice], queue=False, trigger_mode="multiple",
+                       api_visibility="private")
         submit_event = textbox.submit(
-            h.submit, [textbox, conversation, editing, lang, *gen_inputs], chat_outputs, api_name="chat",
-            concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden",
+            h.submit, [textbox, conversation, editing, lang, *gen_inputs, bands], chat_outputs, api_name="chat",
+            concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden", trigger_mode="multiple",
         )
         submit_event.then(h.after_turn, [conversation], [notice, rename_box], queue=False, api_visibility="private")
         regen_event = regen_btn.click(
@@ -399,6 +468,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         edit_btn.click(h.start_edit, [conversation, lang], [textbox, editing, notice], api_name="edit_last")
 
         open_outputs = [chatbot, conversation, editing, rename_box, *gen_inputs, confirm, conversations, id_box]
+        search_box.input(h.search, [search_box, lang, conversation], conversations, api_name="search",
+                         trigger_mode="always_last", show_progress="hidden")
         conversations.input(h.open, [conversations, lang], open_outputs, api_name="open")
         new_btn.click(h.new, [lang], open_outputs, api_name="new")
         chatbot.clear(h.new, [lang], open_outputs, api_visibility="private")  # the chat's trash icon: a fresh start
@@ -417,16 +488,16 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             (new_btn, "value", "new"), (conversations, "label", "history"), (rename_box, "label", "rename_label"),
             (rename_btn, "value", "rename"), (id_box, "label", "conversation_id"), (delete_btn, "value", "delete"), (confirm_text, "value", "delete_confirm"),
             (delete_yes, "value", "delete_yes"), (delete_no, "value", "delete_no"), (chatbot, "label", "chatbot"),
-            (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"),
+            (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"), (search_box, "placeholder", "search"),
             (regen_btn, "value", "regenerate"), (edit_btn, "value", "edit_last"), (stop_btn, "value", "stop"),
             (settings_panel, "label", "settings"), (temperature, "label", "temperature"),
-            (max_new, "label", "max_new_tokens"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
+            (max_new, "label", "max_new_tokens"), (bands, "label", "bands"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
             (export_json, "value", "export_json"), (export_file, "label", "export_file"),
             (examples.dataset, "label", "examples"),
         ]
         components = list(dict.fromkeys(c for c, _, _ in relabel))
 
-        def switch_language(code: str, conversation_id: str | None) -> list[Any]:
+        def switch_language(code: str, conversation_id: str | None, request: gr.Request = None) -> list[Any]:
             updates: dict[Any, dict[str, str]] = {}
             for component, prop, key in relabel:
                 updates.setdefault(component, {})[prop] = t(code, key)
@@ -434,7 +505,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             header_text = f"## {t(code, 'title')}\n{t(code, 'subtitle')}"
             view = service.history(conversation_id) if h._exists(conversation_id) else None
             return [*values, header_text, to_chatbot(view, code) if view else gr.skip(),
-                    h.sidebar(code, conversation_id)]
+                    h.sidebar(code, conversation_id, session=_session(request))]
 
         lang.change(switch_language, [lang, conversation], [*components, header, chatbot, conversations],
                     api_visibility="private")

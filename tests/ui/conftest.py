@@ -93,9 +93,24 @@ REFUSED = {  # name -> (bytes maker, words the message must contain)
     "empty.jpg": (lambda jpg: b"", "文件为空"),
     "bomb.png": (lambda jpg: _png_bomb(), "过大"),
 }
+def _gdal_tiff(bands: int, dtype: str) -> bytes:
+    """A 64 x 64 GeoTIFF as GDAL writes it by default (pixel-interleaved)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(0).integers(0, 250 if dtype == "uint8" else 4000, (bands, 64, 64)).astype(dtype)
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=64, height=64, count=bands, dtype=dtype, crs="EPSG:32633",
+                      transform=from_origin(500_000, 4_000_000, 0.3, 0.3)) as ds:
+            ds.write(data)
+        return mem.read()
+
+
 CONVERTED = {  # name -> bytes maker: unusual but valid scenes, accepted after conversion
     "dem16.tif": lambda: _tiff((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7)),
     "sentinel6.tif": lambda: _tiff(np.random.default_rng(0).integers(0, 4000, (6, 64, 64), dtype=np.uint16)),
+    "gdal_4band_8bit.tif": lambda: _gdal_tiff(4, "uint8"),
+    "gdal_4band_16bit.tif": lambda: _gdal_tiff(4, "uint16"),
 }
 
 

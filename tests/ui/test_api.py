@@ -44,7 +44,7 @@ def test_chat_endpoint_streams_the_answer_and_stores_it(web_app):
     updates = list(job)
     chat, textbox, sidebar, conversation_id = job.result()
     assert len(updates) >= 3, "several streamed updates, not one final answer"
-    assert textbox == {"text": "", "files": []}
+    assert updates[0][1] == {"text": "", "files": []}  # the box is emptied once; later updates leave it alone
     user, answer = chat
     assert user["content"][0]["type"] == "file" and texts(user) == ["这张遥感图像展现了什么场景？"]
     stored = service.history(conversation_id)
@@ -167,7 +167,7 @@ def test_stop_over_http_keeps_the_partial_answer(tmp_path):
     demo.launch(prevent_thread_lock=True, **launch_options(settings))
     try:
         client = Client(f"http://127.0.0.1:{settings.port}", verbose=False)
-        job = client.submit({"text": "请详细描述这张图像。", "files": []}, *GEN, api_name="/chat")
+        job = client.submit({"text": "请详细描述这张图像。", "files": [handle_file(AIRPLANE)]}, *GEN, api_name="/chat")
         assert backend.started.wait(30)
         client.predict(api_name="/stop")  # the same browser session's stop button
         deadline = time.monotonic() + 20

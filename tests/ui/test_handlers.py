@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -32,7 +33,8 @@ def test_turn_streams_into_the_chat_and_is_stored(handlers):
     assert len(outs) >= 3, "the answer should arrive in several updates"
     first_chat, textbox, conversation_id, editing, sidebar, id_box = outs[0]
     assert id_box == conversation_id and outs[-1][5] == conversation_id  # shown for `app.py cli --conversation`
-    assert first_chat[-1] == {"role": "assistant", "content": ""}  # user turn shown at once, answer pending
+    assert first_chat[-1] == {"role": "assistant", "content": "⏳ 正在思考…"}  # user turn shown at once, then a
+    # visible thinking indicator until the first token
     assert textbox == EMPTY_INPUT and editing is False
     assert handlers.after_turn(conversation_id) == ("", "这张遥感图像展现了什么场景？")  # title into the rename box
     assert conversation_id in [value for _, value in sidebar["choices"]] and sidebar["value"] == conversation_id
@@ -126,7 +128,7 @@ def test_stop_keeps_the_partial_answer(endless):
 def test_cancelled_handler_keeps_the_partial_answer(endless):
     """Gradio's cancels= closes the running handler; the partial answer must still be stored."""
     handlers, _ = endless
-    turn = handlers.submit({"text": "请详细描述这张图像。", "files": []}, None, False, *GEN)
+    turn = handlers.submit({"text": "请详细描述这张图像。", "files": [AIRPLANE]}, None, False, *GEN)
     outs = [next(turn) for _ in range(5)]
     turn.close()
     answer = handlers.service.history(outs[-1][2]).messages[-1]
@@ -217,3 +219,108 @@ def test_common_formats_are_accepted_and_shown(handlers, tmp_path, fmt, suffix):
     shown = chat[0]["content"][0]["path"]
     assert shown.endswith((".png", ".jpg")), "stored in a format every browser shows"
     assert len(chat) == 2 and not str(chat[1]["content"][-1]).startswith(ERROR_MARK)
+
+
+def test_question_sent_while_streaming_is_queued_then_answered(endless):
+    """Enter during an answer: the box empties, the question shows as queued in every later update of the running
+    turn (which never writes the box again), and its own turn then stores and answers it."""
+    handlers, backend = endless
+    updates: list[tuple] = []
+    turn = handlers.submit({"text": "请详细描述这张图像。", "files": [AIRPLANE]}, None, False, *GEN)
+    worker = threading.Thread(target=lambda: updates.extend(turn))
+    worker.start()
+    assert backend.started.wait(10)
+    textbox, notice = handlers.enqueue({"text": "图中有多少架飞机？", "files": []}, "zh")
+    assert textbox == EMPTY_INPUT and "已排队" in notice
+    seen = len(updates)
+    deadline = time.monotonic() + 10
+    while len(updates) < seen + 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handlers.stop()
+    worker.join(10)
+    later = updates[seen + 1:]
+    assert later and all("排队中" in str(u[0][-1]["content"]) for u in later)
+    assert all(u[1] != EMPTY_INPUT and u[1] != {"text": "图中有多少架飞机？", "files": []} for u in updates[1:])
+    conversation_id = updates[-1][2]
+    outs = ask(handlers, "图中有多少架飞机？", conversation_id=conversation_id)
+    assert not any("排队中" in str(m["content"]) for m in outs[-1][0])  # its turn came: no longer queued
+    view = handlers.service.history(conversation_id)
+    assert [m.text for m in view.messages if m.role == "user"] == ["请详细描述这张图像。", "图中有多少架飞机？"]
+
+
+def test_bands_of_a_multiband_tiff_can_be_chosen(handlers, bad_uploads):
+    path = str(bad_uploads["gdal_4band_16bit.tif"])
+    default = handlers.submit({"text": "这张遥感图像展现了什么场景？", "files": [path]}, None, False, *GEN)
+    chosen = handlers.submit({"text": "这张遥感图像展现了什么场景？", "files": [path]}, None, False, *GEN, "4,3,2")
+    refs = [handlers.service.history(list(turn)[-1][2]).messages[0].images[0] for turn in (default, chosen)]
+    assert refs[0].sha256 != refs[1].sha256  # a different rendering is what the model saw
+    chat = list(handlers.submit({"text": "图中有什么？", "files": [path]}, None, False, *GEN, "7,3,2"))[-1][0]
+    assert "只有 4 个波段" in last_bubble_text(chat)
+
+
+@pytest.mark.parametrize("lang, words", [("zh", "请先上传"), ("en", "upload one")])
+def test_a_question_without_any_image_asks_for_one(handlers, lang, words):
+    outs = list(handlers.submit({"text": "图中有多少架飞机？", "files": []}, None, False, lang, 0.0, 0.4, 12))
+    chat, textbox, conversation_id = outs[-1][:3]
+    assert len(outs) == 1 and words in last_bubble_text(chat) and last_bubble_text(chat).startswith(ERROR_MARK)
+    assert textbox == {"text": "图中有多少架飞机？", "files": []}  # kept, to resend with an image
+    assert conversation_id is None and handlers.service.store.count() == 0
+    # once the conversation has an image, follow-ups without one are answered
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    chat = ask(handlers, "图中有多少架飞机？", conversation_id=conversation_id)[-1][0]
+    assert len(chat) == 4 and not last_bubble_text(chat).startswith(ERROR_MARK)
+
+
+class ScriptedBackend(EndlessBackend):
+    """Answers each turn with the next scripted text (what the model says is not what these tests are about)."""
+
+    model_name = "scripted"
+
+    def __init__(self, answers: list[str]):
+        super().__init__()
+        self.answers = list(answers)
+
+    def stream(self, messages, params=None, cancel=None):
+        from model_adapter import Completion, StreamChunk
+
+        text = self.answers.pop(0)
+        for i in range(0, len(text), 4):
+            yield StreamChunk(text[i:i + 4])
+        yield StreamChunk("", Completion(text, 1, len(text), "stop"))
+
+
+@pytest.fixture
+def scripted(ui_settings, tmp_path):
+    backend = ScriptedBackend(["这是一个机场，停着几架飞机。", "有三架飞机。", "图中是一个港口，停着许多船。",
+                               "This is a dense residential area.", "还是机场。"])
+    return ChatHandlers(make_service(backend, ui_settings), ui_settings, export_dir=tmp_path / "export")
+
+
+def test_history_titles_say_the_scene_and_the_question(scripted):
+    airport = ask(scripted, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    assert scripted.service.history(airport).title == "机场 · 这张遥感图像展现了什么场景？"
+    ask(scripted, "图中有多少架飞机？", conversation_id=airport)
+    assert scripted.service.history(airport).title == "机场 · 这张遥感图像展现了什么场景？"  # the first answer names it
+    harbor = ask(scripted, "这张遥感图像展现了什么场景？", [HARBOR])[-1][2]
+    sidebar = ask(scripted, "What is this?", [AIRPLANE])[-1][4]
+    labels = [label for label, _ in sidebar["choices"]]
+    assert labels[0].startswith("dense residential area · What is this?")
+    assert labels[1].startswith("港口 · 这张遥感图像展现了什么场景？") and labels[2].startswith("机场 · ")
+    scripted.rename(harbor, "我的港口", "zh")
+    list(scripted.regenerate(harbor, *GEN))  # a title the user chose is kept
+    assert scripted.service.history(harbor).title == "我的港口"
+
+
+def test_history_search_finds_titles_questions_and_answers(scripted):
+    airport = ask(scripted, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    ask(scripted, "图中有多少架飞机？", conversation_id=airport)
+    harbor = ask(scripted, "这张遥感图像展现了什么场景？", [HARBOR])[-1][2]
+    ids = lambda update: [value for _, value in update["choices"]]  # noqa: E731
+    assert ids(scripted.search("港口", "zh", None)) == [harbor]
+    assert ids(scripted.search("三架", "zh", None)) == [airport]  # words of an answer
+    assert ids(scripted.search("多少架", "zh", None)) == [airport]  # words of a question
+    assert ids(scripted.search("100%", "zh", None)) == []  # LIKE wildcards are literal
+    # the filter stays while the tab works on: a new turn lists only matching conversations
+    scripted.search("港口", "zh", None)
+    assert ids(ask(scripted, "图中有多少艘船？", conversation_id=harbor)[-1][4]) == [harbor]
+    assert set(ids(scripted.search("", "zh", None))) == {airport, harbor}

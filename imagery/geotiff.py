@@ -1,0 +1,190 @@
+"""Read any TIFF a remote-sensing user has as a display image: GeoTIFFs through rasterio (GDAL inside).
+
+Pixel- and band-interleaved, 8 / 12 / 16-bit, signed, float32 / float64, nodata and masks, 1 to any number of
+bands, tiled and striped, compressed, BigTIFF. Three bands are shown as R, G, B:
+
+- default: bands whose colour interpretation or description says red / green / blue (so a blue, green, red, NIR
+  scene shows as 3-2-1), else the first three (an alpha band is skipped); one or two bands show as grey (the first);
+- or the bands the user names, 1-based: `read_tiff(data, bands=(4, 3, 2))` (false colour).
+
+Large scenes are decimated while reading (GDAL uses overviews when the file has them), so memory follows
+`max_pixels`, not the scene. 8-bit bands keep their values; deeper data is stretched per band between its 2nd and
+98th percentiles of valid pixels, as GIS viewers do; nodata / masked pixels are black.
+
+    from imagery.geotiff import read_tiff, tiff_info
+    image = read_tiff(Path("scene.tif").read_bytes(), max_pixels=1024 * 1024)   # PIL image, RGB or L
+    tiff_info(data)   # {'width':..., 'bands': 4, 'dtype': 'uint16', 'nodata': 0.0, 'crs': 'EPSG:32633', ...}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from imagery.errors import ImageError
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+# A declared size above this is refused before decoding (Pillow's bomb limit, about 179 million pixels).
+MAX_DECLARED_PIXELS = 2 * 89_478_485
+_COLOUR_WORDS = {"red": ("red", "红"), "green": ("green", "绿"), "blue": ("blue", "蓝")}
+
+
+def is_tiff(data: bytes) -> bool:
+    return data[:4] in TIFF_MAGIC
+
+
+def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """'4,3,2' / '4 3 2' / (4, 3, 2) -> (4, 3, 2); empty -> None (the default choice). 1 or 3 bands."""
+    if text is None:
+        return None
+    if isinstance(text, tuple) and all(isinstance(v, int) for v in text) and len(text) in (1, 3) and min(text) >= 1:
+        return text
+    values = re.split(r"[\s,，;/-]+", text.strip()) if isinstance(text, str) else list(text)
+    values = [v for v in values if v != ""]
+    if not values:
+        return None
+    try:
+        bands = tuple(int(v) for v in values)
+    except ValueError:
+        raise ImageError(f"波段应写成数字，例如 4,3,2 (bands are numbers such as 4,3,2, got {text!r})") from None
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise ImageError(f"请选择 1 个或 3 个波段（从 1 开始），例如 4,3,2 "
+                         f"(choose 1 or 3 bands, numbered from 1, such as 4,3,2; got {text!r})")
+    return bands
+
+
+def default_bands(count: int, colorinterp: Sequence[str], descriptions: Sequence[str | None]) -> tuple[int, ...]:
+    """The bands shown when the user picks none (1-based): red / green / blue by band description, else by colour
+    interpretation, else the first three (or the first, for one- or two-band images). Descriptions come first:
+    GDAL marks any 3+ band 8-bit file R, G, B, whatever its sensor's order."""
+    for names in ([(d or "").lower() for d in descriptions], [c.lower() for c in colorinterp]):
+        found = []
+        for colour, words in _COLOUR_WORDS.items():
+            hits = [i + 1 for i, name in enumerate(names) if any(w in name for w in words)
+                    and not any(other in name for c, ws in _COLOUR_WORDS.items() if c != colour for other in ws)]
+            if len(hits) != 1:
+                break
+            found.append(hits[0])
+        if len(found) == 3 and len(set(found)) == 3:
+            return tuple(found)
+    visible = [i + 1 for i, c in enumerate(colorinterp) if c.lower() != "alpha"] or list(range(1, count + 1))
+    return tuple(visible[:3]) if len(visible) >= 3 else (visible[0],)
+
+
+def _open(data: bytes):
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        memfile = rasterio.MemoryFile(data)
+        return memfile, memfile.open()
+    except RasterioIOError as exc:
+        raise ImageError(f"无法读取该 TIFF 文件，文件可能已损坏 (cannot read this TIFF, it may be corrupt: {exc})") from exc
+
+
+@contextmanager
+def _opened(data: bytes) -> Iterator[tuple[Any, list[tuple[Any, int]]]]:
+    """(dataset, bands): every band as (dataset, 1-based index). A band-per-page TIFF (one single-band page per
+    band, as tifffile and some sensors write) has its pages as bands, since GDAL would show only the first."""
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        memfile, ds = _open(data)
+        pages: list[Any] = []
+        try:
+            bands = [(ds, i) for i in range(1, ds.count + 1)]
+            if ds.count == 1 and len(ds.subdatasets) > 1:
+                for name in ds.subdatasets:
+                    page = rasterio.open(name)
+                    pages.append(page)
+                    if (page.width, page.height, page.count) != (ds.width, ds.height, 1):
+                        break
+                else:
+                    bands = [(page, 1) for page in pages]
+            yield ds, bands
+        finally:
+            for page in pages:
+                page.close()
+            ds.close()
+            memfile.close()
+
+
+def tiff_info(data: bytes) -> dict[str, Any]:
+    """Size, band count, data type, nodata, band names / colours, default bands and georeferencing of a TIFF."""
+    with _opened(data) as (ds, bands):
+        crs = ds.crs
+        transform = ds.transform
+        georeferenced = crs is not None or not transform.is_identity
+        colours = [src.colorinterp[i - 1].name for src, i in bands]
+        descriptions = [src.descriptions[i - 1] for src, i in bands]
+        return {
+            "format": "TIFF", "width": ds.width, "height": ds.height, "bands": len(bands), "dtype": ds.dtypes[0],
+            "nodata": ds.nodata, "descriptions": descriptions, "colorinterp": colours,
+            "interleave": ds.interleaving.name.lower() if ds.interleaving else None,
+            "tiled": bool(ds.block_shapes and ds.block_shapes[0][1] < ds.width),
+            "default_bands": default_bands(len(bands), colours, descriptions),
+            "crs": crs.to_string() if crs else None,
+            "transform": list(transform)[:6] if georeferenced else None,
+            "bounds": list(ds.bounds) if georeferenced else None, "bytes": len(data),
+        }
+
+
+def read_tiff(data: bytes, max_pixels: int = 1024 * 1024, bands: Sequence[int] | str | None = None) -> Image.Image:
+    """The TIFF as an 8-bit PIL image (RGB for three bands, L for one) of at most about `max_pixels` pixels."""
+    from rasterio.enums import ColorInterp, Resampling
+    from rasterio.errors import RasterioError
+
+    chosen = parse_bands(bands)
+    with _opened(data) as (ds, sources):
+        if ds.width * ds.height > MAX_DECLARED_PIXELS:
+            raise ImageError(f"图像尺寸过大（{ds.width}×{ds.height}），已拒绝 "
+                             f"(image declares {ds.width}x{ds.height} pixels, over the {MAX_DECLARED_PIXELS:,} limit)")
+        if chosen is None:
+            chosen = default_bands(len(sources), [src.colorinterp[i - 1].name for src, i in sources],
+                                   [src.descriptions[i - 1] for src, i in sources])
+        elif max(chosen) > len(sources):
+            raise ImageError(f"该图像只有 {len(sources)} 个波段，无法选择 {','.join(map(str, chosen))} "
+                             f"(this image has {len(sources)} bands; cannot show bands {list(chosen)})")
+        scale = min(1.0, math.sqrt(max_pixels / (ds.width * ds.height)))
+        shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
+        resampling = Resampling.nearest if scale == 1.0 else Resampling.average
+        planes, palette = [], None
+        try:
+            for band in chosen:
+                src, index = sources[band - 1]
+                # (H, W) masked: nodata, per-dataset masks and alpha all mark invalid pixels
+                plane = src.read(index, out_shape=shape, masked=True, resampling=resampling)
+                if len(chosen) == 1 and src.colorinterp[index - 1] == ColorInterp.palette:
+                    palette = src.colormap(index)
+                planes.append(plane if palette else _to_8bit(plane, src.dtypes[index - 1]))
+        except (RasterioError, ValueError) as exc:
+            raise ImageError(f"图像文件已损坏或不完整，无法解码 (the image is corrupt or truncated: {exc})") from exc
+    if palette:
+        lut = np.array([palette.get(i, (0, 0, 0, 255))[:3] for i in range(256)], dtype=np.uint8)
+        return Image.fromarray(lut[np.clip(planes[0].filled(0), 0, 255).astype(np.uint8)], mode="RGB")
+    if len(planes) == 1:
+        return Image.fromarray(planes[0], mode="L")
+    return Image.fromarray(np.dstack(planes), mode="RGB")
+
+
+def _to_8bit(band: np.ma.MaskedArray, dtype: str) -> np.ndarray:
+    """(H, W) band -> uint8: 8-bit kept, anything else stretched 2-98 % over valid pixels; invalid -> 0."""
+    values = np.ma.masked_invalid(band.astype(np.float64))
+    if dtype == "uint8":
+        return values.filled(0).astype(np.uint8)
+    valid = values.compressed()
+    if valid.size == 0:
+        return np.zeros(band.shape, dtype=np.uint8)
+    low, high = np.percentile(valid, [2, 98])
+    if high <= low:
+        high = low + 1
+    scaled = np.clip((values - low) / (high - low) * 255.0, 0, 255)
+    return scaled.filled(0).astype(np.uint8)
