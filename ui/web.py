@@ -406,7 +406,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             lang = gr.Radio(choices=list(LANGS.items()), value=lang0, label=t(lang0, "language"), elem_id="lang")
             new_btn = gr.Button(t(lang0, "new"), variant="primary", elem_id="new-conversation")
             search_box = gr.Textbox(placeholder=t(lang0, "search"), show_label=False, max_lines=1,
-                                    elem_id="search", type="search")
+                                    elem_id="search")
             conversations = gr.Radio(choices=[], label=t(lang0, "history"), elem_id="conversations")
             rename_box = gr.Textbox(label=t(lang0, "rename_label"), max_lines=1, elem_id="rename-box")
             rename_btn = gr.Button(t(lang0, "rename"), size="sm", elem_id="rename")
