@@ -278,7 +278,7 @@ OBJECTS: dict[str, ObjectTerm] = {o.key: o for o in [
        r"apartments?", r"stations?", r"factory|factories", r"warehouses?", r"churche?s?", r"schools?"], ["建筑", "楼"], negative_ok=False),
     _o("house", "house", "houses", "房屋", "栋", [r"houses?", r"villas?", r"homes?", r"residential", r"housing", r"apartments?",
        r"dwellings?", r"cottages?"], ["房", "别墅", "住宅"], negative_ok=False),
-    _o("tree", "tree", "trees", "树", "棵", [r"trees?", r"tress", r"woods?", r"groves?", r"forests?"], ["树"], negative_ok=False),
+    _o("tree", "tree", "trees", "树", "棵", [r"trees?", r"tress", r"woods?", r"groves?", r"forests?"], ["树", "森林"], negative_ok=False),
     _o("car", "car", "cars", "汽车", "辆", [r"cars?", r"casr", r"vehicles?", r"trucks?", r"automobiles?", r"buses"],
        ["汽车", "车辆", "轿车", "卡车", "小车", "车子"], negative_ok=False),
 ]}

@@ -65,6 +65,10 @@ class DecoderTrainConfig:
     that it cannot simply memorise each training image's exact features. NOTE: measured with crop views and the
     one-hot token (UCM test): dropout 0.5 + true-class token 0.867 / 0.857 scene acc, BLEU-4 0.615 / 0.702;
     dropout alone 0.833 / 0.833, 0.606 / 0.654; neither 0.833 / 0.805, 0.574 / 0.666 (docs in the model card)."""
+    init_from: str = ""
+    """A RemoteGLM-mini model directory whose tokenizer, projector and decoder weights start the training (its
+    vision encoder must be the one trained here; "" = a fresh decoder and a tokenizer trained on the corpus). For
+    retraining on changed conversation data at a fraction of the cost: v3 started from v2 this way."""
     scene_token: str = "onehot"
     """What the scene token sees of each scene head: "probs" or "onehot" (top class); see RemoteGLMMiniConfig.
     NOTE: measured (UCM test, both heads, whole-image views) scene acc 0.843 / 0.867 with "onehot" vs 0.819 / 0.814

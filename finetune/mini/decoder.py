@@ -174,7 +174,12 @@ def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: d
     secs.setdefault("features", feats.get("seconds", time.time() - t0))  # the compute time, also from a cache
     conv = load_conversations(cfg)
     tok_dir = cfg.work / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():
+    init = Path(cfg.decoder.init_from) if cfg.decoder.init_from else None
+    if init is not None:  # the start model's vocabulary, so that its embeddings mean the same tokens
+        from tokenizers import Tokenizer
+
+        tokenizer = wrap_tokenizer(Tokenizer.from_file(str(init / "tokenizer.json")))
+    elif (tok_dir / "tokenizer.json").exists():
         from tokenizers import Tokenizer
 
         tokenizer = wrap_tokenizer(Tokenizer.from_file(str(tok_dir / "tokenizer.json")))
@@ -182,6 +187,9 @@ def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: d
         tokenizer = train_tokenizer(conversation_texts(conv["train"]), cfg.decoder.vocab_size)
         tokenizer.save_pretrained(tok_dir)
     model = build_model(cfg, tokenizer, encoder)
+    if init is not None and not (cfg.work / "decoder.pt").exists():
+        history["decoder_init"] = str(init)
+        load_decoder_weights(model, init)
     n_img = model.config.num_image_tokens
     max_len = cfg.decoder.max_len
     train = ConversationSet(conv["train"], tokenizer, feats, n_img, max_len)
@@ -204,6 +212,25 @@ def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: d
     (out / "training_history.json").write_text(json.dumps(history, indent=1))
     write_card_and_curve(out, cfg, history)
     return out
+
+
+def load_decoder_weights(model, model_dir: Path) -> None:
+    """Copy every weight but the vision encoder's from the RemoteGLM-mini in `model_dir` into `model` (same
+    shapes required: a clear error otherwise, never a silent partial start)."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        state.update(load_file(shard))
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("model.vision.")}
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if bad or not state:
+        raise ValueError(f"{model_dir} does not fit this decoder config (mismatched: {bad[:5] or 'no weights'})")
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    missing = [k for k in missing if not k.startswith("model.vision.") and k != "lm_head.weight"]
+    if missing:
+        raise ValueError(f"{model_dir} lacks decoder weights: {missing[:5]}")
 
 
 BUCKET = 16  # batches per length-sorted pool; NOTE: halved padded tokens (mean 50 vs ~95 per row) in a measurement

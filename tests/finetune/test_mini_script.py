@@ -192,3 +192,30 @@ def test_decoder_loss_mixes_rows_with_and_without_an_image() -> None:
                                 mask[1:, : len(text_only)], torch.tensor([-1]), views[1:])
     assert count == ca + cb
     assert float(both) == pytest.approx((float(a) * ca + float(b) * cb) / count, rel=1e-4)
+
+
+def test_warm_start_copies_the_decoder_and_refuses_a_model_of_another_shape(tmp_path: Path) -> None:
+    """`decoder.init_from`: every projector / decoder weight of the start model arrives; a mismatched one is refused."""
+    from safetensors.torch import load_file
+
+    from finetune.mini.decoder import load_decoder_weights
+    from model_adapter.mini import RemoteGLMMiniForConditionalGeneration
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    model = RemoteGLMMiniForConditionalGeneration.from_pretrained(shipped)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith("model.vision."):
+                p.zero_()
+    load_decoder_weights(model, shipped)
+    saved = load_file(shipped / "model.safetensors")
+    own = model.state_dict()
+    decoder_keys = [k for k in saved if not k.startswith("model.vision.")]
+    assert decoder_keys and all(torch.equal(own[k], saved[k]) for k in decoder_keys)
+
+    cfg = model.config
+    cfg.text_config.hidden_size, cfg.text_config.intermediate_size = 64, 128
+    cfg.text_config.head_dim = 16
+    small = RemoteGLMMiniForConditionalGeneration(cfg)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_decoder_weights(small, shipped)
