@@ -102,6 +102,11 @@ class MiniTrainConfig:
     """Widths of a tiny dataset-style CNN gating the scene heads; () = off. NOTE: measured 0.70 UCM / 0.94 RSICD val
     accuracy after 4 epochs (16,32,64): too unreliable to gate with, so it is off by default."""
     source_epochs: int = 4
+    vision_from: str = ""
+    """A RemoteGLM-mini model directory whose vision encoder is taken as stage 1's result instead of training one
+    ("" = train it). Its shape must match `widths` / `depths` / `vision_grid`. With `decoder.init_from` set to the
+    same directory this retrains only the decoder on changed conversation data, without the stage-1 checkpoint:
+    v3 was rebuilt from the shipped v2 this way."""
     max_images: int = 0
     """Use at most this many images per dataset (0 = all): for smoke tests."""
     vision: VisionTrainConfig = field(default_factory=lambda: VisionTrainConfig(epochs=24, lr=3e-3, train_size=96))

@@ -166,6 +166,10 @@ def stage_vision(cfg: MiniTrainConfig, sets: dict[str, ImageSet], history: dict)
             torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     ckpt_path = cfg.work / "vision.pt"
     start, opt_state = 0, None
+    if cfg.vision_from:
+        load_vision_weights(encoder, Path(cfg.vision_from))
+        history["vision_from"] = str(cfg.vision_from)
+        return encoder.eval()
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         encoder.load_state_dict(ckpt["encoder"], strict=False)  # the source net is trained by stage_source
@@ -202,10 +206,26 @@ def stage_vision(cfg: MiniTrainConfig, sets: dict[str, ImageSet], history: dict)
     return encoder.eval()
 
 
+def load_vision_weights(encoder, model_dir: Path) -> None:
+    """The vision encoder (backbone, scene heads, source net if any) of the RemoteGLM-mini in `model_dir`, every
+    weight or a clear error: a partial or reshaped encoder would give the decoder features it was never trained on."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        state.update({k.removeprefix("model.vision."): v for k, v in load_file(shard).items()
+                      if k.startswith("model.vision.")})
+    own = encoder.state_dict()
+    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
+    if bad:
+        raise ValueError(f"{model_dir} has no vision encoder of this config (mismatched: {bad[:5]})")
+    encoder.load_state_dict(state)
+
+
 def stage_source(cfg: MiniTrainConfig, sets: dict[str, ImageSet], encoder, history: dict) -> None:
     """Stage 1b: the dataset-style net (which scene head applies), class-balanced over datasets; resumable."""
     path = cfg.work / "source.pt"
-    if encoder.source is None:
+    if encoder.source is None or cfg.vision_from:  # vision_from: the start model's source net came with it
         return
     if path.exists():
         ckpt = torch.load(path, weights_only=False)

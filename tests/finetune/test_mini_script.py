@@ -219,3 +219,27 @@ def test_warm_start_copies_the_decoder_and_refuses_a_model_of_another_shape(tmp_
     small = RemoteGLMMiniForConditionalGeneration(cfg)
     with pytest.raises(ValueError, match="does not fit"):
         load_decoder_weights(small, shipped)
+
+
+def test_vision_from_takes_the_shipped_encoder_and_refuses_another_shape(tmp_path: Path) -> None:
+    """`vision_from`: stage 1 returns the start model's encoder, weight for weight, without training or a checkpoint;
+    an encoder of another config is refused."""
+    from safetensors.torch import load_file
+
+    from finetune.mini.pipeline import parse_config
+    from finetune.mini.vision import stage_vision
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    cfg = parse_config(["--work", str(tmp_path), "--vision-from", str(shipped)])
+    history: dict = {}
+    encoder = stage_vision(cfg, {}, history)
+    saved = {k.removeprefix("model.vision."): v for k, v in load_file(shipped / "model.safetensors").items()
+             if k.startswith("model.vision.")}
+    own = encoder.state_dict()
+    assert set(own) == set(saved) and all(torch.equal(own[k], saved[k]) for k in saved)
+    assert not encoder.training and history["vision_from"] == str(shipped)
+    assert not (tmp_path / "vision.pt").exists()
+
+    narrow = parse_config(["--work", str(tmp_path), "--vision-from", str(shipped), "--widths", "16,32,64,128"])
+    with pytest.raises(ValueError, match="no vision encoder of this config"):
+        stage_vision(narrow, {}, {})
