@@ -95,6 +95,46 @@ def _asdict(cfg) -> dict:
     return asdict(cfg)
 
 
+def training_command(cfg: dict) -> str:
+    """The command that made this model: the default one, or the warm start's flags that differ from it."""
+    cmd = "python -m finetune.mini --data-root ../shared/data --out checkpoints/remoteglm-mini"
+    dec = cfg["decoder"]
+    if not (cfg.get("vision_from") or dec.get("init_from")):
+        return cmd
+    from finetune.mini.config import DecoderTrainConfig
+
+    flags = [f"--vision-from {cfg['vision_from']}"] if cfg.get("vision_from") else []
+    flags += [f"--decoder.{k.replace('_', '-')} {v}" for k, v in dec.items()
+              if k in DecoderTrainConfig.__dataclass_fields__ and v != getattr(DecoderTrainConfig(), k)]
+    return cmd + " --work runs/mini-warm \\\n    " + " ".join(flags)
+
+
+def warm_start_text(history: dict) -> str:
+    parts = []
+    if history.get("vision_from"):
+        parts.append(f"the vision encoder is `{history['vision_from']}`'s, unchanged (its training is in that model's "
+                     "card)")
+    if history.get("decoder_init"):
+        parts.append(f"the tokenizer, projector and decoder start from `{history['decoder_init']}`'s weights")
+    return ("Warm start: " + "; ".join(parts) + ". The times below are this run's only.\n\n") if parts else ""
+
+
+def vision_stage_text(cfg: dict, history: dict) -> str:
+    if history.get("vision_from"):
+        return "vision encoder taken over (0 min)"
+    v = cfg["vision"]
+    return (f"vision {v['epochs']} epochs (AdamW lr {v['lr']}, random dihedral view + random crop scale >= "
+            f"{v['min_scale']} resized to {v['train_size']} px, label smoothing {v['label_smoothing']}) "
+            f"{history.get('seconds', {}).get('vision', 0) / 60:.1f} min")
+
+
+def last_vision_text(vis: dict) -> str:
+    if not vis:
+        return ""
+    return (f"Last vision epoch: train acc (augmented) {vis.get('train_acc', float('nan')):.3f}, UCM val acc (one "
+            f"view) {vis.get('val_acc', float('nan')):.3f}. ")
+
+
 def scene_token_text(model_cfg: dict) -> str:
     crop = model_cfg.get("vision_scene_crop") or 0
     views = (f"5 crops of {crop:g} of the side x 4 rotations" if crop else "the 8 dihedral views")
@@ -164,13 +204,11 @@ subset of val conversations (answer-token loss / accuracy). Test splits are used
 ## Training
 
 ```bash
-python -m finetune.mini --data-root ../shared/data --out checkpoints/remoteglm-mini
+{training_command(cfg)}
 ```
 
-Seed {cfg['seed']}, {cfg['threads']} torch thread(s), resumable (same command). Stages and measured wall time on the
-shared 2-core machine: image cache {secs.get('images', 0) / 60:.1f} min; vision {cfg['vision']['epochs']} epochs
-(AdamW lr {cfg['vision']['lr']}, random dihedral view + random crop scale >= {cfg['vision']['min_scale']} resized to
-{cfg['vision']['train_size']} px, label smoothing {cfg['vision']['label_smoothing']}) {secs.get('vision', 0) / 60:.1f} min;
+{warm_start_text(history)}Seed {cfg['seed']}, {cfg['threads']} torch thread(s), resumable (same command). Stages and measured wall time on the
+shared 2-core machine: image cache {secs.get('images', 0) / 60:.1f} min; {vision_stage_text(cfg, history)};
 features (the same views as at inference) {secs.get('features', 0) / 60:.1f} min; decoder {cfg['decoder']['steps']} steps x
 {cfg['decoder']['batch_size']} conversations (AdamW lr {cfg['decoder']['lr']}, vision frozen, dropout
 {cfg['decoder'].get('feature_dropout', 0)} on the global / grid features, scene token
@@ -179,8 +217,7 @@ features (the same views as at inference) {secs.get('features', 0) / 60:.1f} min
 scene token from {"the UCM head only" if cfg['decoder'].get('focus_ucm_scene_token') else "both heads"}; see the design notes)
 {secs.get('decoder', 0) / 60:.1f} min. Total {total_min:.1f} min.
 
-Last vision epoch: train acc (augmented) {vis.get('train_acc', float('nan')):.3f}, UCM val acc (one view)
-{vis.get('val_acc', float('nan')):.3f}. Last decoder validation: loss {dec.get('val_loss', float('nan')):.3f},
+{last_vision_text(vis)}Last decoder validation: loss {dec.get('val_loss', float('nan')):.3f},
 next-token accuracy {dec.get('val_token_acc', float('nan')):.3f}.
 
 ![training curve](training_curve.png)

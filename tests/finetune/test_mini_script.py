@@ -243,3 +243,24 @@ def test_vision_from_takes_the_shipped_encoder_and_refuses_another_shape(tmp_pat
     narrow = parse_config(["--work", str(tmp_path), "--vision-from", str(shipped), "--widths", "16,32,64,128"])
     with pytest.raises(ValueError, match="no vision encoder of this config"):
         stage_vision(narrow, {}, {})
+
+
+def test_card_of_a_warm_start_names_its_start_model_and_command(tmp_path: Path) -> None:
+    """A retrained decoder's card gives the warm-start command and says the encoder was taken over, not trained."""
+    from finetune.mini.card import render_card
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    out = tmp_path / "model"
+    shutil.copytree(shipped, out, ignore=shutil.ignore_patterns("eval"))
+    cfg = json.loads((out / "training_config.json").read_text())
+    cfg["vision_from"] = cfg["decoder"]["init_from"] = "checkpoints/remoteglm-mini"
+    cfg["decoder"]["steps"] = 1000
+    (out / "training_config.json").write_text(json.dumps(cfg))
+    history = {"vision_from": "checkpoints/remoteglm-mini", "decoder_init": "checkpoints/remoteglm-mini",
+               "seconds": {"features": 60.0, "decoder": 600.0}, "decoder": [{"step": 1000, "val_loss": 0.5}]}
+    (out / "training_history.json").write_text(json.dumps(history))
+    render_card(out)
+    card = (out / "README.md").read_text()
+    assert "--vision-from checkpoints/remoteglm-mini" in card and "--decoder.steps 1000" in card
+    assert "--decoder.init-from checkpoints/remoteglm-mini" in card
+    assert "Warm start" in card and "vision encoder taken over (0 min)" in card and "Last vision epoch" not in card
