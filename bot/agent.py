@@ -56,6 +56,8 @@ from storage.images import ImageStore
 log = logging.getLogger(__name__)
 
 STATE_KEY = "agent"  # conversation.settings[STATE_KEY]: the scene and view of the agent's conversation
+# Keys of a thread message's additional_kwargs: the stored message it stands for, its images, the stored answer.
+MESSAGE_ID, IMAGES, ANSWER_ID = "remoteglm_message_id", "remoteglm_images", "remoteglm_answer_id"
 TILE_BATCH = 4  # tiles per generate_batch call: bounds activation memory on a local model
 
 SYSTEM_PROMPT = """你是遥感图像分析助手。You are a remote-sensing image analyst.
@@ -219,6 +221,13 @@ class RemoteSensingAgent:
         self.graph = create_agent(planner, tools=self.tools(), system_prompt=SYSTEM_PROMPT,
                                   context_schema=AgentContext, checkpointer=self.checkpointer)
 
+    def subgraph(self, name: str = "remote_sensing"):
+        """The planner and its tools as a graph to embed as a node of a larger LangGraph graph (examples/
+        agent_subgraph.py). It has no checkpointer of its own: the parent's persists the thread. Invoke the parent
+        with context=AgentContext(conversation_id) so the tools know whose image to look at."""
+        return create_agent(self.planner, tools=self.tools(), system_prompt=SYSTEM_PROMPT,
+                            context_schema=AgentContext, name=name)
+
     def close(self) -> None:
         """Close the checkpointer this agent opened (not the store, nor a checkpointer passed in)."""
         if self._owns_checkpointer:
@@ -238,6 +247,14 @@ class RemoteSensingAgent:
     # --- conversations --------------------------------------------------------------------------------------------
     def start(self, title: str = "") -> ConversationView:
         return self.store.create(title=title, model=f"agent:{self.backend.model_name}", settings={STATE_KEY: {}})
+
+    def attach_image(self, conversation_id: str, image: bytes | str | Path, image_name: str | None = None) -> ImageRef:
+        """Store an image for the conversation's next user message and make it the agent's scene (kept at full
+        resolution for tiles, with its GeoTIFF metadata). Raises ImageError for something that is not an image."""
+        conv = self.store.get(conversation_id)
+        ref = self.store.add_image(image, image_name)
+        self._save_scene(conversation_id, conv, self._new_scene(ref, image, _metadata(image)))
+        return ref
 
     def delete(self, conversation_id: str) -> None:
         """Delete the conversation (messages, images no other message uses) and its agent thread."""
@@ -272,22 +289,17 @@ class RemoteSensingAgent:
         if not text:  # unlike a chat turn, an agent turn needs a question even with an image
             raise ServiceError("请输入问题 (please type a question)")
         conv = self.store.get(conversation_id)
-        images: list[ImageRef] = []
-        if image is not None:
-            ref = self.store.add_image(image, image_name)  # ImageError here, before any message is stored
-            self._save_scene(conversation_id, conv, self._new_scene(ref, image, _metadata(image)))
-            images = [ref]
+        # ImageError here, before any message is stored
+        images = [] if image is None else [self.attach_image(conversation_id, image, image_name)]
         config = {**_thread_config(conversation_id), "recursion_limit": 2 * self.settings.agent_max_steps + 1}
         catch_up = self._catch_up(conv, self.thread(conversation_id))
         user = self.store.append_message(conversation_id, "user", text, images)
         if not conv.title:
             self.store.rename(conversation_id, text[:TITLE_CHARS])
         yield AgentEvent("user", conversation_id, user.id)
-        question = HumanMessage(self._with_state_note(conversation_id, text, bool(images)),
-                                additional_kwargs=_message_refs(user.id, images))
         answer = self.store.append_message(conversation_id, "assistant", "", status="streaming")
-        # From here the thread holds this turn (LangGraph checkpoints its input before the first step).
-        self._update_state(conversation_id, thread_upto=answer.id)
+        question = thread_question(self._with_state_note(conversation_id, text, bool(images)), user.id, answer.id,
+                                   images)
         started = time.perf_counter()
         new: list[AnyMessage] = []
         finished = False
@@ -347,8 +359,8 @@ class RemoteSensingAgent:
         """What the checkpointed thread lacks before this turn's question.
 
         A new thread (a conversation begun in the web chat, or before checkpoints) starts from the stored turns.
-        An existing one gets the turns stored since its last agent turn (typed in the web chat), after results for
-        tool calls a stopped turn left unanswered (an OpenAI-style planner refuses a call without its result)."""
+        An existing one gets the turns stored after the last stored message it knows (its messages carry their
+        store ids: turns typed in the web chat since), after results for tool calls a stopped turn left unanswered (an OpenAI-style planner refuses a call without its result)."""
         if not thread:
             return self.planner_messages(conv)
         answered = {m.tool_call_id for m in thread if isinstance(m, ToolMessage)}
@@ -356,13 +368,8 @@ class RemoteSensingAgent:
             ToolMessage("工具调用被中断 (interrupted before this tool finished)", tool_call_id=call["id"],
                         name=call["name"], status="error")
             for m in thread if isinstance(m, AIMessage) for call in m.tool_calls if call["id"] not in answered]
-        upto = (conv.settings.get(STATE_KEY) or {}).get("thread_upto", 0)
+        upto = max((m.additional_kwargs.get(key, 0) for m in thread for key in (MESSAGE_ID, ANSWER_ID)), default=0)
         return patched + self.planner_messages(conv, after=upto)
-
-    def _update_state(self, conversation_id: str, **values: Any) -> None:
-        conv = self.store.get(conversation_id)
-        state = {**(conv.settings.get(STATE_KEY) or {}), **values}
-        self.store.update_settings(conversation_id, {**conv.settings, STATE_KEY: state})
 
     # --- scene state ----------------------------------------------------------------------------------------------
     def _new_scene(self, ref: ImageRef, image: bytes, metadata: dict[str, Any]) -> SceneState:
@@ -538,11 +545,17 @@ def _thread_config(conversation_id: str) -> dict[str, Any]:
 def _message_refs(message_id: int, images: list[ImageRef]) -> dict[str, Any]:
     """What a thread message keeps of its stored message: the id and image references (sha256, file, size), never
     the pixels; OpenAI-style planners are not sent these (only role and content)."""
-    refs = {"remoteglm_message_id": message_id}
+    refs: dict[str, Any] = {MESSAGE_ID: message_id}
     if images:
-        refs["remoteglm_images"] = [{"sha256": r.sha256, "filename": r.filename, "width": r.width,
-                                     "height": r.height} for r in images]
+        refs[IMAGES] = [{"sha256": r.sha256, "filename": r.filename, "width": r.width, "height": r.height}
+                        for r in images]
     return refs
+
+
+def thread_question(text: str, user_id: int, answer_id: int, images: list[ImageRef] | None = None) -> HumanMessage:
+    """The thread's message for a stored question (user_id) whose answer will be stored as answer_id: the thread
+    then knows both stored turns, and the next agent turn adds only what was stored after them."""
+    return HumanMessage(text, additional_kwargs={**_message_refs(user_id, images or []), ANSWER_ID: answer_id})
 
 
 def _text(message: AIMessage) -> str:
@@ -561,4 +574,4 @@ def _steps(messages: list[AnyMessage]) -> list[AgentStep]:
 
 
 __all__ = ["AgentContext", "AgentEvent", "AgentReply", "AgentSettings", "AgentStep", "RemoteSensingAgent", "SceneState",
-           "build_planner", "close_checkpointer", "open_checkpointer"]
+           "build_planner", "close_checkpointer", "open_checkpointer", "thread_question"]
