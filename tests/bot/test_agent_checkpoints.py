@@ -178,6 +178,22 @@ def test_checkpointer_sits_in_the_store_database(tmp_path):
     assert type(open_checkpointer("sqlite://")).__name__ == "InMemorySaver"
 
 
+def test_a_checkpoint_url_of_its_own(tmp_path, backend):
+    store = ConversationStore(f"sqlite:///{tmp_path / 'remoteglm.db'}", tmp_path / "images")
+    with FakePlanner([{"content": "好的。"}]) as planner:
+        settings = AgentSettings(agent_checkpoint_url=f"sqlite:///{tmp_path / 'threads.db'}",
+                                 planner_model=FakePlanner.MODEL, planner_base_url=planner.url, planner_api_key="k")
+        with RemoteSensingAgent(build_planner(settings), backend, store, settings) as agent:
+            conv = agent.start()
+            agent.send(conv.id, "你好")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "threads.db") as threads, sqlite3.connect(tmp_path / "remoteglm.db") as main:
+        assert threads.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (conv.id,)).fetchone()[0] > 0
+        assert not main.execute("SELECT name FROM sqlite_master WHERE name = 'checkpoints'").fetchall()
+    store.close()
+
+
 def test_agent_messages_keep_their_store_ids():
     # planner_messages marks each stored turn with its id, so the thread can say which stored turns it holds.
     from datetime import datetime
