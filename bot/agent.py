@@ -360,7 +360,8 @@ class RemoteSensingAgent:
 
         A new thread (a conversation begun in the web chat, or before checkpoints) starts from the stored turns.
         An existing one gets the turns stored after the last stored message it knows (its messages carry their
-        store ids: turns typed in the web chat since), after results for tool calls a stopped turn left unanswered (an OpenAI-style planner refuses a call without its result)."""
+        store ids: turns typed in the web chat since), after results for tool calls a stopped turn left
+        unanswered (an OpenAI-style planner refuses a call without its result)."""
         if not thread:
             return self.planner_messages(conv)
         answered = {m.tool_call_id for m in thread if isinstance(m, ToolMessage)}

@@ -1,4 +1,4 @@
-"""RemoteGLMTool inside LangChain's `create_agent`: a tool-calling planner model hands RemoteGLM an image and a question.
+"""RemoteGLMTool inside LangChain's `create_agent`: a tool-calling planner hands RemoteGLM an image and a question.
 
 The planner is any tool-calling chat model at an OpenAI-compatible endpoint (vLLM serving Qwen2.5-Instruct, or
 OpenAI itself); RemoteGLM (the shipped RemoteGLM-mini unless --model says otherwise) answers inside the tool. The

@@ -2,8 +2,9 @@
 ToolsUnitTests / ToolsIntegrationTests on RemoteGLMTool. (ChatModelUnitTests runs in test_chat_model.py.)
 
 Everything runs offline: the suite's test_image_inputs gets a local UCM scene where it would download its image
-from GitHub (standard tests may not be overridden), and the internet-URL form is skipped with the reason. Tool calling and structured output are not claimed (RemoteGLM
-is a perception model behind a tool), so the suite skips those tests itself.
+from GitHub (standard tests may not be overridden), and the internet-URL form is skipped with the reason. Tool
+calling and structured output are not claimed (RemoteGLM is a perception model behind a tool), so the suite skips
+those tests itself.
 
     python -m pytest tests/bot/test_standard_suites.py -q -rs
 """
