@@ -6,9 +6,13 @@ serving Qwen2.5-Instruct, or any `init_chat_model` name) built with LangChain's 
 the conversation's latest image: `image_info`, `ask_image` (whole view or a box), `zoom` (set / reset the view),
 `ask_tiles` (split the view into tiles and ask each). RemoteGLM itself is the `ChatBackend` from settings.
 
-Turns are stored like any conversation (user message with its image, assistant answer). The full-resolution scene,
-its metadata and the current view live in the conversation's settings under "agent", so a later turn, a restarted
-process or another replica continues where the last turn left off.
+Turns are stored like any conversation (user message with its image, assistant answer), so they appear in the web
+chat's sidebar. The planner's own thread (questions, tool calls, tool results, answers) is kept by a LangGraph
+checkpointer on the same database, thread_id = conversation id: `langgraph-checkpoint-sqlite` in the store's SQLite
+file (its own `checkpoints` / `writes` tables beside the store's), `langgraph-checkpoint-postgres` on the store's
+PostgreSQL URL. A restarted process or another replica continues the thread with its earlier tool calls; turns
+typed in the web chat in between are added to the thread on the next agent turn. The full-resolution scene, its
+metadata and the current view live in the conversation's settings under "agent".
 
     agent = RemoteSensingAgent.from_settings(AgentSettings(planner_model="qwen2.5-72b-instruct",
                                                            planner_base_url="http://gpu-box:8001/v1"))
@@ -20,6 +24,7 @@ process or another replica continues where the last turn left off.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -32,9 +37,13 @@ from langchain.tools import ToolRuntime, tool
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, ToolException
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphRecursionError
 from PIL import Image
 from pydantic import Field, SecretStr
+from sqlalchemy.engine import make_url
 
 from bot.scene import Box, describe_metadata, map_bounds, read_metadata, rescaled, resolve_box, tile_grid
 from bot.service import TITLE_CHARS, ServiceError, clean_question
@@ -47,6 +56,8 @@ from storage.images import ImageStore
 log = logging.getLogger(__name__)
 
 STATE_KEY = "agent"  # conversation.settings[STATE_KEY]: the scene and view of the agent's conversation
+# Keys of a thread message's additional_kwargs: the stored message it stands for, its images, the stored answer.
+MESSAGE_ID, IMAGES, ANSWER_ID = "remoteglm_message_id", "remoteglm_images", "remoteglm_answer_id"
 TILE_BATCH = 4  # tiles per generate_batch call: bounds activation memory on a local model
 
 SYSTEM_PROMPT = """你是遥感图像分析助手。You are a remote-sensing image analyst.
@@ -90,6 +101,43 @@ class AgentSettings(Settings):
 
     scene_max_pixels: int = Field(36_000_000, ge=28 * 28)
     """Scenes the agent tiles are kept up to this many pixels (6000 x 6000); the chat view is max_image_pixels."""
+
+    agent_checkpoint_url: str | None = None
+    """Database of the agent's LangGraph threads (REMOTEGLM_AGENT_CHECKPOINT_URL): a sqlite:/// or postgresql:// URL.
+    Unset: the conversation store's own database (database_url), so one file or server holds everything."""
+
+
+def open_checkpointer(database_url: str) -> BaseCheckpointSaver:
+    """A LangGraph checkpointer on a SQLAlchemy-style URL: SqliteSaver on the same file (its tables `checkpoints`
+    and `writes` sit beside the store's, WAL like the store), PostgresSaver on a small connection pool for
+    postgresql[+driver]://, an in-memory saver for an in-memory SQLite URL. Release it with `close_checkpointer`."""
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return InMemorySaver()
+        # check_same_thread=False is safe: SqliteSaver serialises its calls with a lock (UI and server threads).
+        saver = SqliteSaver(sqlite3.connect(url.database, check_same_thread=False, timeout=30))
+    elif backend == "postgresql":
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True, check=ConnectionPool.check_connection,
+                              kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+        saver = PostgresSaver(pool)
+    else:
+        raise ValueError(f"agent checkpoints need a sqlite:/// or postgresql:// URL, not {backend!r} "
+                         "(set REMOTEGLM_AGENT_CHECKPOINT_URL)")
+    saver.setup()  # creates the tables / runs LangGraph's migrations once; idempotent
+    return saver
+
+
+def close_checkpointer(saver: BaseCheckpointSaver) -> None:
+    conn = getattr(saver, "conn", None)  # sqlite3.Connection or psycopg_pool.ConnectionPool
+    if conn is not None:
+        conn.close()
 
 
 def build_planner(settings: AgentSettings) -> BaseChatModel:
@@ -154,8 +202,11 @@ class AgentEvent:
 
 
 class RemoteSensingAgent:
+    """The agent over one store; `checkpointer` defaults to one opened on the store's database (closed by close())."""
+
     def __init__(self, planner: BaseChatModel, backend: ChatBackend, store: ConversationStore,
-                 settings: AgentSettings | None = None, params: GenerationParams | None = None):
+                 settings: AgentSettings | None = None, params: GenerationParams | None = None,
+                 checkpointer: BaseCheckpointSaver | None = None):
         self.planner = planner
         self.backend = backend
         self.store = store
@@ -164,8 +215,29 @@ class RemoteSensingAgent:
         self.image_root = store.images.root
         self.scenes = ImageStore(self.image_root / "scenes", self.settings.scene_max_pixels)
         self._open: OrderedDict[str, Image.Image] = OrderedDict()  # a few decoded scenes, most recent last
+        self._owns_checkpointer = checkpointer is None
+        self.checkpointer = checkpointer or open_checkpointer(
+            self.settings.agent_checkpoint_url or store.engine.url.render_as_string(hide_password=False))
         self.graph = create_agent(planner, tools=self.tools(), system_prompt=SYSTEM_PROMPT,
-                                  context_schema=AgentContext)
+                                  context_schema=AgentContext, checkpointer=self.checkpointer)
+
+    def subgraph(self, name: str = "remote_sensing"):
+        """The planner and its tools as a graph to embed as a node of a larger LangGraph graph (examples/
+        agent_subgraph.py). It has no checkpointer of its own: the parent's persists the thread. Invoke the parent
+        with context=AgentContext(conversation_id) so the tools know whose image to look at."""
+        return create_agent(self.planner, tools=self.tools(), system_prompt=SYSTEM_PROMPT,
+                            context_schema=AgentContext, name=name)
+
+    def close(self) -> None:
+        """Close the checkpointer this agent opened (not the store, nor a checkpointer passed in)."""
+        if self._owns_checkpointer:
+            close_checkpointer(self.checkpointer)
+
+    def __enter__(self) -> RemoteSensingAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> RemoteSensingAgent:
@@ -175,6 +247,27 @@ class RemoteSensingAgent:
     # --- conversations --------------------------------------------------------------------------------------------
     def start(self, title: str = "") -> ConversationView:
         return self.store.create(title=title, model=f"agent:{self.backend.model_name}", settings={STATE_KEY: {}})
+
+    def attach_image(self, conversation_id: str, image: bytes | str | Path, image_name: str | None = None) -> ImageRef:
+        """Store an image for the conversation's next user message and make it the agent's scene (kept at full
+        resolution for tiles, with its GeoTIFF metadata). Raises ImageError for something that is not an image."""
+        conv = self.store.get(conversation_id)
+        ref = self.store.add_image(image, image_name)
+        self._save_scene(conversation_id, conv, self._new_scene(ref, image, _metadata(image)))
+        return ref
+
+    def delete(self, conversation_id: str) -> None:
+        """Delete the conversation (messages, images no other message uses) and its agent thread."""
+        self.store.delete(conversation_id)
+        self.checkpointer.delete_thread(conversation_id)
+
+    def thread(self, conversation_id: str) -> list[AnyMessage]:
+        """The planner's checkpointed thread: every question, tool call, tool result and answer so far.
+
+        The last committed checkpoint, without the pending writes of a step that was stopped (graph.get_state shows
+        those, but a new turn's input discards them)."""
+        saved = self.checkpointer.get_tuple(_thread_config(conversation_id))
+        return list(saved.checkpoint["channel_values"].get("messages", [])) if saved else []
 
     def send(self, conversation_id: str, text: str, image: bytes | str | Path | None = None,
              image_name: str | None = None) -> AgentReply:
@@ -196,18 +289,17 @@ class RemoteSensingAgent:
         if not text:  # unlike a chat turn, an agent turn needs a question even with an image
             raise ServiceError("请输入问题 (please type a question)")
         conv = self.store.get(conversation_id)
-        images: list[ImageRef] = []
-        if image is not None:
-            ref = self.store.add_image(image, image_name)  # ImageError here, before any message is stored
-            self._save_scene(conversation_id, conv, self._new_scene(ref, image, _metadata(image)))
-            images = [ref]
-        history = self.planner_messages(conv)
+        # ImageError here, before any message is stored
+        images = [] if image is None else [self.attach_image(conversation_id, image, image_name)]
+        config = {**_thread_config(conversation_id), "recursion_limit": 2 * self.settings.agent_max_steps + 1}
+        catch_up = self._catch_up(conv, self.thread(conversation_id))
         user = self.store.append_message(conversation_id, "user", text, images)
         if not conv.title:
             self.store.rename(conversation_id, text[:TITLE_CHARS])
         yield AgentEvent("user", conversation_id, user.id)
-        history.append(HumanMessage(self._with_state_note(conversation_id, text, bool(images))))
         answer = self.store.append_message(conversation_id, "assistant", "", status="streaming")
+        question = thread_question(self._with_state_note(conversation_id, text, bool(images)), user.id, answer.id,
+                                   images)
         started = time.perf_counter()
         new: list[AnyMessage] = []
         finished = False
@@ -217,9 +309,8 @@ class RemoteSensingAgent:
             return int((time.perf_counter() - started) * 1000)
 
         try:
-            updates = self.graph.stream({"messages": history}, context=AgentContext(conversation_id),
-                                        config={"recursion_limit": 2 * self.settings.agent_max_steps + 1},
-                                        stream_mode="updates")
+            updates = self.graph.stream({"messages": catch_up + [question]}, context=AgentContext(conversation_id),
+                                        config=config, stream_mode="updates")
             for update in updates:
                 for value in update.values():
                     for message in value.get("messages", []) if isinstance(value, dict) else []:
@@ -249,16 +340,37 @@ class RemoteSensingAgent:
         yield AgentEvent("done", conversation_id, answer.id, reply=AgentReply(
             conversation_id, answer.id, final, "complete", steps=_steps(new)))
 
-    def planner_messages(self, conv: ConversationView) -> list[AnyMessage]:
-        """The stored conversation as the planner sees it: text turns, images as short notes."""
+    @staticmethod
+    def planner_messages(conv: ConversationView, after: int = 0) -> list[AnyMessage]:
+        """Stored turns (message id > after) as the planner sees them: text turns, images as short notes."""
         messages: list[AnyMessage] = []
         for m in conv.messages:
+            if m.id <= after:
+                continue
             if m.role == "user":
                 notes = [f"[用户上传了图像 uploaded an image {r.width}×{r.height}]" for r in m.images]
-                messages.append(HumanMessage("\n".join(notes + [m.text])))
+                messages.append(HumanMessage("\n".join(notes + [m.text]),
+                                             additional_kwargs=_message_refs(m.id, m.images)))
             elif m.role == "assistant" and m.status == "complete" and m.text:
-                messages.append(AIMessage(m.text))
+                messages.append(AIMessage(m.text, additional_kwargs=_message_refs(m.id, [])))
         return messages
+
+    def _catch_up(self, conv: ConversationView, thread: list[AnyMessage]) -> list[AnyMessage]:
+        """What the checkpointed thread lacks before this turn's question.
+
+        A new thread (a conversation begun in the web chat, or before checkpoints) starts from the stored turns.
+        An existing one gets the turns stored after the last stored message it knows (its messages carry their
+        store ids: turns typed in the web chat since), after results for tool calls a stopped turn left
+        unanswered (an OpenAI-style planner refuses a call without its result)."""
+        if not thread:
+            return self.planner_messages(conv)
+        answered = {m.tool_call_id for m in thread if isinstance(m, ToolMessage)}
+        patched: list[AnyMessage] = [
+            ToolMessage("工具调用被中断 (interrupted before this tool finished)", tool_call_id=call["id"],
+                        name=call["name"], status="error")
+            for m in thread if isinstance(m, AIMessage) for call in m.tool_calls if call["id"] not in answered]
+        upto = max((m.additional_kwargs.get(key, 0) for m in thread for key in (MESSAGE_ID, ANSWER_ID)), default=0)
+        return patched + self.planner_messages(conv, after=upto)
 
     # --- scene state ----------------------------------------------------------------------------------------------
     def _new_scene(self, ref: ImageRef, image: bytes, metadata: dict[str, Any]) -> SceneState:
@@ -286,7 +398,8 @@ class RemoteSensingAgent:
         return refs[-1] if refs else None
 
     def _save_scene(self, conversation_id: str, conv: ConversationView, scene: SceneState) -> None:
-        self.store.update_settings(conversation_id, {**conv.settings, STATE_KEY: {"scene": asdict(scene)}})
+        state = {**(conv.settings.get(STATE_KEY) or {}), "scene": asdict(scene)}
+        self.store.update_settings(conversation_id, {**conv.settings, STATE_KEY: state})
 
     def scene(self, conversation_id: str) -> tuple[SceneState, Image.Image]:
         """The conversation's current scene and its full-resolution image (a chat-only image works too)."""
@@ -426,6 +539,26 @@ def _metadata(image: Any) -> dict[str, Any]:
         return {}
 
 
+def _thread_config(conversation_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": conversation_id}}
+
+
+def _message_refs(message_id: int, images: list[ImageRef]) -> dict[str, Any]:
+    """What a thread message keeps of its stored message: the id and image references (sha256, file, size), never
+    the pixels; OpenAI-style planners are not sent these (only role and content)."""
+    refs: dict[str, Any] = {MESSAGE_ID: message_id}
+    if images:
+        refs[IMAGES] = [{"sha256": r.sha256, "filename": r.filename, "width": r.width, "height": r.height}
+                        for r in images]
+    return refs
+
+
+def thread_question(text: str, user_id: int, answer_id: int, images: list[ImageRef] | None = None) -> HumanMessage:
+    """The thread's message for a stored question (user_id) whose answer will be stored as answer_id: the thread
+    then knows both stored turns, and the next agent turn adds only what was stored after them."""
+    return HumanMessage(text, additional_kwargs={**_message_refs(user_id, images or []), ANSWER_ID: answer_id})
+
+
 def _text(message: AIMessage) -> str:
     if isinstance(message.content, str):
         return message.content
@@ -442,4 +575,4 @@ def _steps(messages: list[AnyMessage]) -> list[AgentStep]:
 
 
 __all__ = ["AgentContext", "AgentEvent", "AgentReply", "AgentSettings", "AgentStep", "RemoteSensingAgent", "SceneState",
-           "build_planner"]
+           "build_planner", "close_checkpointer", "open_checkpointer", "thread_question"]

@@ -54,19 +54,24 @@ def _shared_backend(backend: str, model: str, adapter: str | None, quant: int | 
 
 
 def image_from_block(block: dict[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS):
-    """A LangChain / OpenAI image content block -> RGB PIL image.
+    """A LangChain / OpenAI image content block -> RGB PIL image (see `image_bytes_from_block`)."""
+    return load_image(image_bytes_from_block(block), max_pixels)
+
+
+def image_bytes_from_block(block: dict[str, Any]) -> bytes:
+    """The encoded image of a LangChain / OpenAI image content block.
 
     Handles {"type": "image", "base64": ...}, {"type": "image", "url": ...}, the older
     {"type": "image", "source_type": "base64"|"url", "data"|"url": ...} and OpenAI's
     {"type": "image_url", "image_url": {"url": ...}}; URLs may be data:, file:// or a local path."""
     if block.get("base64") or block.get("source_type") == "base64":
-        return load_image(base64.b64decode(block.get("base64") or block["data"]), max_pixels)
+        return base64.b64decode(block.get("base64") or block["data"])
     url = block.get("url")
     if block["type"] == "image_url":
         url = block["image_url"]["url"] if isinstance(block["image_url"], dict) else block["image_url"]
     if not url:
         raise ValueError(f"image block without data or url: {sorted(block)}")
-    return load_image(image_bytes_from_url(url), max_pixels)
+    return image_bytes_from_url(url)
 
 
 def image_bytes_from_url(url: str, allowed_dir: Path | None = None) -> bytes:

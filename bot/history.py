@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from bot.chat_model import image_bytes_from_url
+from bot.chat_model import image_bytes_from_block
 from storage.repository import ConversationStore
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
@@ -48,6 +48,9 @@ class RemoteGLMChatMessageHistory(BaseChatMessageHistory):
         return out
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Store the messages in order. All are checked (roles, blocks, images decodable) before the first is
+        stored, so a bad one stores none of them."""
+        turns = []
         for message in messages:
             role = _ROLES.get(message.type)
             if role is None:
@@ -59,22 +62,14 @@ class RemoteGLMChatMessageHistory(BaseChatMessageHistory):
                 elif block.get("type") == "text":
                     texts.append(block["text"])
                 elif block.get("type") in ("image", "image_url"):
-                    images.append(self.store.add_image(_image_bytes(block)))
+                    images.append(self.store.add_image(image_bytes_from_block(block)))  # ImageError: not an image
                 else:
                     raise ValueError(f"unsupported content block type {block.get('type')!r}")
-            self.store.append_message(self.conversation_id, role, "\n".join(texts), images=images)
+            turns.append((role, "\n".join(texts), images))
+        for role, text, images in turns:
+            self.store.append_message(self.conversation_id, role, text, images=images)
 
     def clear(self) -> None:
         for message in self.store.get(self.conversation_id).messages:
             self.store.delete_message(message.id)
 
-
-def _image_bytes(block: dict) -> bytes:
-    if block.get("base64") or block.get("source_type") == "base64":
-        return base64.b64decode(block.get("base64") or block["data"])
-    url = block.get("url")
-    if block["type"] == "image_url":
-        url = block["image_url"]["url"] if isinstance(block["image_url"], dict) else block["image_url"]
-    if not url:
-        raise ValueError(f"image block without data or url: {sorted(block)}")
-    return image_bytes_from_url(url)

@@ -147,12 +147,22 @@ def test_tool_inside_a_create_agent_agent(backend, tmp_path, airplane_jpg):
 @pytest.fixture
 def store(tmp_path):
     # The chat copy of images is capped at 256x256 so that the 512x512 scene must be kept apart for tiling.
-    return ConversationStore(f"sqlite:///{tmp_path / 'agent.db'}", tmp_path / "images", max_pixels=256 * 256)
+    store = ConversationStore(f"sqlite:///{tmp_path / 'agent.db'}", tmp_path / "images", max_pixels=256 * 256)
+    yield store
+    for agent in OPENED:
+        agent.close()
+    OPENED.clear()
+    store.close()
 
 
-def make_agent(planner, backend, store) -> RemoteSensingAgent:
-    settings = AgentSettings(max_image_pixels=256 * 256, tile_size=256, max_tiles=16, max_new_tokens=6)
-    return RemoteSensingAgent(planner, backend, store, settings, params=GREEDY)
+OPENED: list[RemoteSensingAgent] = []  # agents of the running test, closed with its store
+
+
+def make_agent(planner, backend, store, **overrides) -> RemoteSensingAgent:
+    settings = AgentSettings(**{"max_image_pixels": 256 * 256, "tile_size": 256, "max_tiles": 16,
+                                "max_new_tokens": 6, **overrides})
+    OPENED.append(RemoteSensingAgent(planner, backend, store, settings, params=GREEDY))
+    return OPENED[-1]
 
 
 def test_multi_turn_agent_with_metadata_tiles_zoom_and_storage(backend, store):
@@ -185,11 +195,13 @@ def test_multi_turn_agent_with_metadata_tiles_zoom_and_storage(backend, store):
     for (r, c), expected in zip([(1, 1), (1, 2), (2, 1), (2, 2)], on_tiles):
         assert f"[r{r}c{c}]" in result and f": {expected}" in result  # the full-resolution tile, not the 256 copy
     assert "map [500000.0, 3997440.0, 502560.0, 4000000.0]" in result
-    # the planner saw turn one (question and stored answer) when planning turn two
+    # the planner saw turn one (question, its tool call and result, the answer) when planning turn two
     turn2_input = planner.seen[2]
-    assert [type(m).__name__ for m in turn2_input[1:]] == ["HumanMessage", "AIMessage", "HumanMessage"]
-    assert "基本信息" in turn2_input[1].content and turn2_input[2].content == first.text
-    assert "current image: 512×512 px]" in turn2_input[3].content
+    assert [type(m).__name__ for m in turn2_input[1:]] == [
+        "HumanMessage", "AIMessage", "ToolMessage", "AIMessage", "HumanMessage"]
+    assert "基本信息" in turn2_input[1].content and turn2_input[2].tool_calls[0]["name"] == "image_info"
+    assert turn2_input[4].content == first.text
+    assert "current image: 512×512 px]" in turn2_input[5].content
 
     third = agent.send(conv.id, "放大左上角看看。")
     assert [s.tool for s in third.steps] == ["zoom", "ask_image"]
@@ -250,8 +262,7 @@ def test_failures_are_stored_and_bad_input_stores_nothing(backend, store):
     assert [(m.role, m.status) for m in stored] == [("user", "complete"), ("assistant", "error")]
 
     looping = ScriptedPlanner(steps=[call("image_info", f"l{i}") for i in range(20)])
-    settings = AgentSettings(agent_max_steps=2)
-    reply = RemoteSensingAgent(looping, backend, store, settings).send(conv.id, "一直调用工具")
+    reply = make_agent(looping, backend, store, agent_max_steps=2).send(conv.id, "一直调用工具")
     assert reply.status == "error" and "gave up after 2 steps" in reply.error
 
 
