@@ -7,7 +7,7 @@ Writes two deflate GeoTIFFs with rasterio into a temp dir: the issue's bomb (8 b
 ~1.9 MB on disk, 1.6 GB to decode) and an allowed scene (8 bands, 16-bit, 5000 x 5000, 400 MB to decode). Each is
 opened by `model_adapter.images.load_image` (the path of the web chat, storage, the agent and the API) in a fresh
 process per case and checkout; prints the outcome, the seconds of the call, the peak RSS of the process
-(`resource.getrusage`) and its growth during the call (the imports, torch included, come before it), then the
+(VmHWM of /proc/self/status) and its growth during the call (the imports, torch included, come before it), then the
 ratios baseline / this checkout.
 """
 
@@ -24,11 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
-import json, resource, sys, time
+import json, re, sys, time
 from pathlib import Path
+
+def rss():  # this process's peak RSS, MB (getrusage's ru_maxrss would carry the forking parent's over exec)
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+
 data = Path(sys.argv[1]).read_bytes()
 from model_adapter.images import load_image
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 before, started = rss(), time.perf_counter()
 try:
     image = load_image(data)
