@@ -1,105 +1,48 @@
 """Image operations the remote-sensing agent's tools use: metadata (size, bands, GeoTIFF georeferencing), boxes and
 tiles. Plain functions over bytes, PIL images and tuples; no model, no storage, no LangChain.
 
-GeoTIFF georeferencing is read from the TIFF tags themselves (ModelPixelScale 33550, ModelTiepoint 33922,
-ModelTransformation 34264, GeoKeyDirectory 34735) through Pillow, or tifffile for band-per-sample scenes Pillow
-cannot open, so no GDAL / rasterio is needed for the common north-up case.
+Metadata comes from the file's header through `imagery` (the one image reader): TIFFs through rasterio / GDAL
+(`imagery.geotiff.tiff_info`: every layout, band-per-page scenes, any CRS GDAL knows), other formats through
+`imagery.probe`. No pixel is decoded here.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from model_adapter.images import TIFF_MAGIC
+from imagery.geotiff import is_tiff, tiff_info
+from imagery.probe import probe
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in full-scene pixels, x1 / y1 exclusive
 MIN_BOX_SIDE = 8
 
-PIXEL_SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS = 33550, 33922, 34264, 34735
-# GeoKey ids -> names (GeoTIFF 1.1, section 7); the EPSG code sits in one of the two *Type keys.
-GEOKEY_NAMES = {1024: "model_type", 1025: "raster_type", 2048: "geographic_type", 3072: "projected_type"}
-MODEL_TYPES = {1: "projected", 2: "geographic", 3: "geocentric"}
-USER_DEFINED = 32767
-
 
 def read_metadata(data: bytes) -> dict[str, Any]:
-    """Format, size, bands, sample type and (for GeoTIFFs) CRS, pixel size and bounds of an image file."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                frames = getattr(image, "n_frames", 1)
-                meta: dict[str, Any] = {
-                    "format": image.format, "width": image.width, "height": image.height, "mode": image.mode,
-                    "bands": len(image.getbands()), "bytes": len(data),
-                }
-                if image.format == "TIFF":
-                    if frames > 1 and len(image.getbands()) == 1:
-                        meta["bands"] = frames  # one band per page, as load_image reads it
-                    tags = {code: image.tag_v2.get(code) for code in (PIXEL_SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS)}
-                    meta["geo"] = georeferencing(tags, image.width, image.height)
-                return meta
-    except UnidentifiedImageError:
-        if data[:4] not in TIFF_MAGIC:
-            raise
-    return _tifffile_metadata(data)
+    """Format, size, bands, sample type and (for GeoTIFFs) CRS, pixel size and bounds of an image file, from its
+    header. Raises ImageError for files that are not images."""
+    if not is_tiff(data):
+        header = probe(data)
+        return {"format": header.format, "width": header.width, "height": header.height, "mode": header.mode,
+                "bands": header.bands, "bytes": len(data)}
+    info = tiff_info(data)
+    return {"format": "TIFF", "width": info["width"], "height": info["height"], "mode": info["dtype"],
+            "bands": info["bands"], "bytes": len(data), "geo": georeferencing(info)}
 
 
-def _tifffile_metadata(data: bytes) -> dict[str, Any]:
-    import tifffile
-
-    with tifffile.TiffFile(io.BytesIO(data)) as tif:
-        page = tif.pages[0]
-        shape = tif.series[0].shape
-        tags = {code: page.tags[code].value if code in page.tags else None
-                for code in (PIXEL_SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS)}
-        height, width = page.shape[0], page.shape[1]
-        if len(shape) == 3 and shape[0] < shape[-1] and shape[0] <= 16:  # (bands, H, W)
-            bands, height, width = shape
-        else:
-            bands = shape[-1] if len(shape) == 3 else 1
-        return {"format": "TIFF", "width": int(width), "height": int(height), "mode": str(page.dtype),
-                "bands": int(bands), "bytes": len(data), "geo": georeferencing(tags, int(width), int(height))}
-
-
-def geokeys(directory: Sequence[int] | None) -> dict[str, int]:
-    """The inline (short-valued) keys of a GeoKeyDirectory tag, by name."""
-    if not directory or len(directory) < 4:
-        return {}
-    keys = {}
-    for i in range(directory[3]):
-        key, location, _count, value = directory[4 + 4 * i: 8 + 4 * i]
-        if location == 0 and key in GEOKEY_NAMES:
-            keys[GEOKEY_NAMES[key]] = int(value)
-    return keys
-
-
-def georeferencing(tags: Mapping[int, Any], width: int, height: int) -> dict[str, Any] | None:
-    """Affine pixel -> map transform, CRS and bounds from GeoTIFF tags; None when the image has none."""
-    scale, tie, matrix = tags.get(PIXEL_SCALE), tags.get(TIEPOINT), tags.get(TRANSFORMATION)
-    if matrix and len(matrix) >= 8:
-        a, b, _, c, d, e, _, f = (float(v) for v in matrix[:8])
-    elif scale and tie and len(scale) >= 2 and len(tie) >= 6:
-        sx, sy = float(scale[0]), float(scale[1])
-        i, j, x, y = float(tie[0]), float(tie[1]), float(tie[3]), float(tie[4])
-        a, b, c, d, e, f = sx, 0.0, x - i * sx, 0.0, -sy, y + j * sy  # north-up: y decreases downwards
-    else:
+def georeferencing(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Affine pixel -> map transform, CRS and bounds from `tiff_info`; None when the image has none."""
+    if not info.get("transform"):
         return None
-    keys = geokeys(tags.get(GEOKEYS))
-    code = keys.get("projected_type") or keys.get("geographic_type")
+    a, b, c, d, e, f = (float(v) for v in info["transform"])
     geo: dict[str, Any] = {
         "transform": [a, b, c, d, e, f],  # map_x = a*col + b*row + c ; map_y = d*col + e*row + f
         "pixel_size": [math.hypot(a, d), math.hypot(b, e)],
-        "crs": f"EPSG:{code}" if code and code != USER_DEFINED else None,
-        "model_type": MODEL_TYPES.get(keys.get("model_type", 0)),
+        "crs": f"EPSG:{info['epsg']}" if info.get("epsg") else info.get("crs"),
+        "model_type": info.get("crs_kind"),
     }
-    geo["bounds"] = map_bounds(geo, (0, 0, width, height))
+    geo["bounds"] = map_bounds(geo, (0, 0, info["width"], info["height"]))
     return geo
 
 

@@ -4,48 +4,51 @@ Accepts a path, raw bytes, a file-like object or a PIL image; converts every mod
 16-bit and float, multi-band) to 8-bit RGB; caps the pixel count *while decoding* where the format allows (JPEG
 draft mode) and otherwise right after, so a 10 000 x 10 000 photo never reaches a processor at full size; refuses
 non-images, empty, truncated files and decompression bombs with an `ImageError` whose message a person can act on.
-TIFFs are read by `imagery.geotiff` (rasterio / GDAL), which also chooses the bands shown.
+Every file's header is checked before decoding (`imagery.header`: pixels, and width x height x bands x bytes per
+sample against their decode budget; `ImageTooLarge` otherwise). TIFFs are read by `imagery.geotiff` (rasterio /
+GDAL), which also chooses the bands shown.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
 from imagery.errors import ImageError
 from imagery.geotiff import TIFF_MAGIC, is_tiff, read_tiff
+from imagery.header import MAX_DECLARED_PIXELS, ImageHeader, ImageTooLarge, check_header
+from imagery.probe import open_image
 
-__all__ = ["ImageError", "ImageSource", "TIFF_MAGIC", "downscale", "image_bytes", "load_image", "to_rgb"]
+__all__ = ["ImageError", "ImageSource", "ImageTooLarge", "MAX_DECLARED_PIXELS", "TIFF_MAGIC", "downscale",
+           "image_bytes", "load_image", "to_rgb"]
 
 ImageSource = str | Path | bytes | bytearray | BinaryIO | Image.Image
 
-# Anything declaring more pixels than this in its header is refused before decoding: Pillow's own bomb limit
-# (about 179 MP; a 10 000 x 10 000 scene is 100 MP and passes, a decompression bomb declares billions).
-MAX_DECLARED_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 DEFAULT_MAX_PIXELS = 1024 * 1024
 
 
 def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
                bands: Sequence[int] | str | None = None) -> Image.Image:
     """Open `source` and return an 8-bit RGB image of at most `max_pixels` pixels. TIFFs (GeoTIFFs of any layout,
-    depth and band count) go through `imagery.geotiff`; `bands` (1-based, e.g. (4, 3, 2)) picks which are shown."""
+    depth and band count) go through `imagery.geotiff`; `bands` (1-based, e.g. (4, 3, 2)) picks which are shown.
+    Files declaring more than MAX_DECLARED_PIXELS pixels, or more bytes to decode than their budget, raise
+    `ImageTooLarge` (an ImageError) before any pixel is decoded."""
     if isinstance(source, Image.Image):
         image = source
     else:
         data = _read_bytes(source)
         if is_tiff(data):
             return to_rgb(downscale(read_tiff(data, max_pixels, bands), max_pixels))
-        image = _open(data)
+        image = open_image(data)
     try:
         image = _first_frame(image)
-        _check_declared_size(image)
+        check_header(ImageHeader.of(image))
         _draft(image, max_pixels)
         image.load()
     except ImageError:
@@ -73,36 +76,10 @@ def _read_bytes(source: str | Path | bytes | bytearray | BinaryIO) -> bytes:
     return data
 
 
-def _open(data: bytes) -> Image.Image:
-    stream = io.BytesIO(data)
-    try:
-        with warnings.catch_warnings():
-            # Big-but-legal scenes are downscaled by load_image; only Pillow's hard limit refuses.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(stream)
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"图像尺寸过大，疑似解压炸弹，已拒绝 (image too large, refused: {exc})") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError("不是可识别的图像文件，请上传 JPEG、PNG、TIFF、BMP 或 WebP (not a recognised image file)") from exc
-    except OSError as exc:
-        raise ImageError(f"无法读取图像 (cannot read the image: {exc})") from exc
-
-
 def _first_frame(image: Image.Image) -> Image.Image:
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     return image
-
-
-def _check_declared_size(image: Image.Image) -> None:
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise ImageError("图像尺寸无效 (the image has no pixels)")
-    if width * height > MAX_DECLARED_PIXELS:
-        raise ImageError(
-            f"图像尺寸过大（{width}×{height}），疑似解压炸弹，已拒绝 "
-            f"(image declares {width}x{height} pixels, over the {MAX_DECLARED_PIXELS:,} limit)"
-        )
 
 
 def _draft(image: Image.Image, max_pixels: int) -> None:

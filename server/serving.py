@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import binascii
 import base64
-import io
 import json
 import logging
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +28,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.chat_model import image_bytes_from_url
+from imagery.header import ImageTooLarge
+from imagery.probe import probe_checked
 from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, ImageError, load_image
 from server.protocol import (
     ChatCompletionChunk,
@@ -252,6 +252,8 @@ class ChatServing:
         self.check_pixels(data, param)
         try:
             return load_image(data, self.settings.max_image_pixels)
+        except ImageTooLarge as exc:  # over the readers' own limit (max_input_pixels set above it)
+            raise APIError(413, f"image too large: {exc}", code="image_too_large", param=param) from exc
         except ImageError as exc:
             raise bad_image(str(exc), param) from exc
 
@@ -286,17 +288,14 @@ class ChatServing:
                         "(data:image/jpeg;base64,...)", param)
 
     def check_pixels(self, data: bytes, param: str) -> None:
-        """Refuse images over max_input_pixels from their header alone, before any decoding."""
+        """Refuse images over max_input_pixels, or whose width x height x bands x bytes per sample is over that
+        many pixels' decode budget, from their header alone (`imagery.probe`, GDAL-only TIFFs included): 413."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as probe:
-                    width, height = probe.size
-        except Exception:  # noqa: BLE001 - not readable by Pillow: load_image decides (tifffile, or a clear 400)
-            return
-        if width * height > self.config.max_input_pixels:
-            raise APIError(413, f"image too large: {width}x{height} pixels, limit {self.config.max_input_pixels:,}",
-                           code="image_too_large", param=param)
+            probe_checked(data, self.config.max_input_pixels)
+        except ImageTooLarge as exc:
+            raise APIError(413, f"image too large: {exc}", code="image_too_large", param=param) from exc
+        except ImageError as exc:
+            raise bad_image(str(exc), param) from exc
 
     def params(self, request: ChatCompletionRequest) -> GenerationParams:
         return GenerationParams(

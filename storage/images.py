@@ -1,13 +1,14 @@
 """Content-addressed image files: each distinct image is stored once as <sha256>.<ext>.
 
-Uploads are normalised first (`model_adapter.images.load_image`: any mode -> RGB, pixel cap), so what is stored
-is exactly what the model saw; JPEG and PNG inputs that need no change keep their original bytes.
+Uploads are normalised first (`model_adapter.images.load_image`: header checked against the pixel and decode
+limits before decoding, any mode -> RGB, pixel cap), so what is stored is exactly what the model saw and nothing is
+stored for a refused file; JPEG and PNG inputs that need no change keep their original bytes (`imagery.probe`
+tells which).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from imagery.geotiff import is_tiff
+from imagery.probe import probe
 from model_adapter.images import ImageSource, image_bytes, load_image
 
 
@@ -70,10 +72,11 @@ class ImageStore:
     @staticmethod
     def _encoded(image: Image.Image, original: bytes | bytearray | None) -> tuple[bytes, str]:
         if original is not None and not is_tiff(bytes(original[:4])):  # a TIFF is always re-encoded (browsers)
-            with Image.open(io.BytesIO(original)) as probe:
-                unrotated = probe.getexif().get(0x0112, 1) == 1  # EXIF orientation would change what the model saw
-                if probe.format in ("JPEG", "PNG") and probe.mode == "RGB" and probe.size == image.size and unrotated:
-                    return bytes(original), "jpg" if probe.format == "JPEG" else "png"
+            header = probe(bytes(original))
+            unchanged = header.mode == "RGB" and (header.width, header.height) == image.size
+            unrotated = header.orientation == 1  # an EXIF orientation would change what the model saw
+            if header.format in ("JPEG", "PNG") and unchanged and unrotated:
+                return bytes(original), "jpg" if header.format == "JPEG" else "png"
         return image_bytes(image, "PNG"), "png"
 
     def path(self, filename: str) -> Path:
