@@ -113,10 +113,12 @@ def bench_concurrency(service: ConversationService, params: GenerationParams, co
             results[i] = _turn(service, convs[i], QUESTION, params, image=image)
 
         threads = [threading.Thread(target=session, args=(i,)) for i in range(n)]
+        batches = service.backend.scheduler.batches
         start = time.perf_counter()
         [t.start() for t in threads]
         [t.join() for t in threads]
         wall = time.perf_counter() - start
+        batches = service.backend.scheduler.batches - batches
         ok = [r for r in results if r[3] == "complete"]
         refused = [r for r in results if r[3] == "busy"]
         # nothing half-done: an answered turn stored its question and answer, a refused one nothing at all
@@ -130,7 +132,7 @@ def bench_concurrency(service: ConversationService, params: GenerationParams, co
               f"ratio to serial {rate / serial_rate:6.2f}   "
               f"turn p50 {statistics.median(lat):5.2f} s p95 {pct(lat, 0.95):5.2f} s   first token p95 "
               f"{pct(ttft, 0.95):5.2f} s   refused busy {len(refused):2d}   stored as expected {stored}/{n}   "
-              f"largest batch {service.backend.scheduler.largest_batch}")
+              f"batches {batches} (largest so far {service.backend.scheduler.largest_batch})")
 
 
 def bench_threads(model: str, new_tokens: int, reps: int) -> None:

@@ -93,19 +93,18 @@ def test_twenty_concurrent_clients_are_all_answered_together_with_their_one_by_o
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(20)]
+        batches = backend.scheduler.batches
         for t in threads:
             t.start()
-        # all 20 admitted at once (the default bound is 16 + 8) and inside the backend: 1 held in its batch,
-        # 19 in its queue, waiting together for the next batch
+        # all 20 admitted at once (the default bound is 16 + 8) and inside the backend: the first batch held,
+        # the others in its queue, waiting together for the next batch
         wait_for(lambda: backend.scheduler.running + backend.scheduler.waiting == 20 and in_progress(running) == 20)
-        batches = backend.scheduler.batches
         held.release()
         for t in threads:
             t.join(120)
         assert not errors
         assert [results[i] for i in range(20)] == expected
-        assert backend.scheduler.batches - batches <= 2  # the 19 that waited went in one or two batches
-        assert backend.scheduler.largest_batch >= 16
+        assert backend.scheduler.batches - batches <= 3  # shared batches (16 at most each), not 20 one-row runs
         assert in_progress(running) == 0
 
 
