@@ -7,6 +7,7 @@ runs them as one left-padded `generate()`, and hands each row its text as it is 
 decoded incrementally on the generating thread). A row that ends (end token, its own token budget, its cancel
 event) is answered at once and stops computing; the other rows go on undisturbed. A request cancelled while it
 waits is answered 'cancelled' without ever reaching the model. A full queue raises `BackendBusy` at submission.
+A new batch starts once arrivals pause for `GATHER_S`, so that a burst of callers shares it.
 
 The model-specific part (processor, generate, decoding a finished row) is the `run_batch` callback of the backend
 (`model_adapter/hf.py`); this module knows only requests, threads and token ids.
