@@ -117,3 +117,28 @@ def test_terminal_chat_says_busy_and_keeps_the_image_for_the_retry(service, airp
     messages = service.history(chat.state.conversation_id).messages
     assert [m.role for m in messages] == ["user", "assistant"] and messages[0].images
     assert messages[1].status == "complete"
+
+
+def test_web_chat_says_busy_and_hands_the_question_back(service, airplane_jpg, tmp_path):
+    from ui.chat_view import ERROR_MARK
+    from ui.web import ChatHandlers
+
+    path = tmp_path / "scene.jpg"
+    path.write_bytes(airplane_jpg)
+    handlers = ChatHandlers(service, service.settings, export_dir=tmp_path / "export")
+    gen = ("zh", 0.0, 0.4, 6)
+    conv = list(handlers.submit({"text": "这张遥感图像展现了什么场景？", "files": [str(path)]}, None, False, *gen))[-1][2]
+    before = snapshot(service, conv)
+    held = Held(service.backend, airplane_jpg)
+    try:
+        follow_up = list(handlers.submit({"text": "图中有多少架飞机？", "files": []}, conv, False, *gen))[-1]
+        first = list(handlers.submit({"text": "你好", "files": [str(path)]}, None, False, *gen))[-1]
+    finally:
+        held.release()
+    chat, box, conversation_id = follow_up[:3]
+    assert chat[-1]["content"].startswith(ERROR_MARK) and "模型繁忙" in chat[-1]["content"]
+    assert box == {"text": "图中有多少架飞机？", "files": []}  # back in the input box for the retry
+    assert conversation_id == conv and snapshot(service, conv) == before
+    chat, box, conversation_id = first[:3]
+    assert "模型繁忙" in chat[-1]["content"] and box == {"text": "你好", "files": [str(path)]}
+    assert conversation_id is None and service.store.count() == 1  # no empty conversation left behind
