@@ -15,7 +15,6 @@ import asyncio
 import binascii
 import base64
 import io
-import json
 import logging
 import math
 import threading

@@ -1,4 +1,4 @@
-"""A full model queue (`BackendBusy`) in the conversation service and the terminal chat (issue 15, item 7).
+"""A full model queue (`BackendBusy`) in the conversation service, the terminal chat and the web chat (issue 15 item 7).
 
 A real tiny GLM-4V whose scheduler takes one request and queues none is held inside its batch, so the next turn is
 refused at submission: the user gets the bilingual busy message, and nothing of the refused turn is stored (a
@@ -13,10 +13,12 @@ import time
 import pytest
 
 from bot.service import ConversationService, ServiceBusy
-from model_adapter import GenerationParams, load_backend
+from model_adapter import ChatMessage, GenerationParams, load_backend, load_image
 from settings import Settings
 from storage import ConversationStore
+from ui.chat_view import ERROR_MARK
 from ui.cli import TerminalChat
+from ui.web import ChatHandlers
 
 GREEDY = GenerationParams(max_new_tokens=6, do_sample=False)
 
@@ -28,8 +30,6 @@ class Held:
         self.backend, self.opened = backend, threading.Event()
         self.run = backend.scheduler.run_batch
         backend.scheduler.run_batch = self._held
-        from model_adapter import ChatMessage, load_image
-
         messages = [ChatMessage("user", "占位", [load_image(airplane_jpg)])]
         self.thread = threading.Thread(target=lambda: backend.generate(messages, GREEDY))
         self.thread.start()
@@ -120,9 +120,6 @@ def test_terminal_chat_says_busy_and_keeps_the_image_for_the_retry(service, airp
 
 
 def test_web_chat_says_busy_and_hands_the_question_back(service, airplane_jpg, tmp_path):
-    from ui.chat_view import ERROR_MARK
-    from ui.web import ChatHandlers
-
     path = tmp_path / "scene.jpg"
     path.write_bytes(airplane_jpg)
     handlers = ChatHandlers(service, service.settings, export_dir=tmp_path / "export")
