@@ -141,13 +141,10 @@ class Ticket:
         self.released = False
 
     def release(self) -> None:
-        """Idempotent: called when the answer ends, and again by the response's background task."""
+        """Idempotent: called when the answer ends, and again by the streaming response's background task."""
         if not self.released:
             self.released = True
             self.gate.admitted -= 1
-
-    async def arelease(self) -> None:
-        self.release()  # as a coroutine so that Starlette runs it on the event loop, not in a worker thread
 
     @asynccontextmanager
     async def model(self) -> AsyncIterator[None]:
@@ -456,7 +453,7 @@ class Answer:
             self.ticket.release()
         yield "data: [DONE]\n\n"
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # a coroutine, so that Starlette runs it on the event loop, not in a thread
         with anyio.CancelScope(shield=True):
             await self.items.aclose()  # a no-op when the stream ran to its end
         self.ticket.release()
