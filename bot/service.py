@@ -4,7 +4,9 @@ The web chat, the terminal chat, the API server and the agent all call it. A tur
 the user's message (and image) first so it is never lost, rebuild the model's view of the history (only the most
 recent `max_history_images` images are sent; older ones become a short text note), stream the answer while
 keeping the stored assistant message up to date, and finish it as complete, interrupted (stop pressed: the
-partial answer is kept) or error (the partial answer and the error are kept).
+partial answer is kept) or error (the partial answer and the error are kept). When the model's queue is full
+(`BackendBusy`) the turn is handed back whole as `ServiceBusy`: nothing of it stays stored (a regenerated or
+edited turn keeps its old answer), so the caller can offer the same question again.
 
     service = ConversationService.from_settings(Settings())
     conv = service.start()
@@ -15,20 +17,22 @@ partial answer is kept) or error (the partial answer and the error are kept).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk, load_backend
+from model_adapter import (BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk,
+                           load_backend)
 from model_adapter.images import ImageSource
 from settings import Settings
 from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
 from bot.titles import conversation_title
 from storage.export import to_json_text, to_markdown
 
-__all__ = ["ConversationService", "NotFound", "ServiceError", "StorageError", "TurnEvent"]
+__all__ = ["ConversationService", "NotFound", "ServiceBusy", "ServiceError", "StorageError", "TurnEvent"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,17 @@ TITLE_CHARS = 30
 
 class ServiceError(ValueError):
     """The request cannot be served as given (empty or too long question...); the message is for the user."""
+
+
+class ServiceBusy(ServiceError):
+    """The model is answering as many requests as it can take: this turn was not started and nothing of it is
+    stored; ask again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: float = 1.0):
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(f"模型繁忙，问题没有发送，请约 {seconds} 秒后重试 "
+                         f"(the model is busy: your question was not sent, try again in about {seconds} s)")
+        self.retry_after = retry_after
 
 
 def clean_question(text: str | None, limit: int, image_given: bool = False) -> str:
@@ -131,7 +146,15 @@ class ConversationService:
         if not conv.title:
             self.store.rename(conversation_id, text[:TITLE_CHARS] or "图像对话")
         yield TurnEvent("user", conversation_id, user.id, text)
-        yield from self._answer(conversation_id, params, cancel, streaming)
+        try:
+            yield from self._answer(conversation_id, params, cancel, streaming)
+        except ServiceBusy:
+            # Stored first so that a crash loses nothing; taken back now, because the caller hands the question
+            # back to the user (an unanswered question left here would be sent twice on the retry).
+            self.store.delete_message(user.id)
+            if not conv.title:
+                self.store.rename(conversation_id, "")
+            raise
 
     def ask(self, conversation_id: str, text: str, image: ImageSource | ImageRef | None = None,
             params: GenerationParams | None = None) -> MessageView:
@@ -150,11 +173,11 @@ class ConversationService:
         conv = self.store.get(conversation_id)
         if not conv.messages or not any(m.role == "user" for m in conv.messages):
             raise ServiceError("没有可以重新生成的回答 (nothing to regenerate)")
-        for message in reversed(conv.messages):
-            if message.role == "user":
-                break
-            self.store.delete_message(message.id)
-        yield from self._answer(conversation_id, params, cancel)
+        last = max(i for i, m in enumerate(conv.messages) if m.role == "user")
+        dropped = [m.id for m in conv.messages[last + 1:]]
+        # The old answer goes only once the model has taken the request: a busy model leaves it as it was.
+        yield from self._answer(conversation_id, params, cancel, view=replace(conv, messages=conv.messages[:last + 1]),
+                                commit=lambda: [self.store.delete_message(i) for i in dropped])
 
     def edit_last(self, conversation_id: str, text: str, params: GenerationParams | None = None,
                   cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
@@ -164,11 +187,16 @@ class ConversationService:
         if not users:
             raise ServiceError("还没有可以编辑的问题 (no question to edit yet)")
         text = clean_question(text, self.settings.max_question_chars, image_given=bool(users[-1].images))
-        self.store.update_message(users[-1].id, text=text)
-        for message in conv.messages:
-            if message.id > users[-1].id:
-                self.store.delete_message(message.id)
-        yield from self._answer(conversation_id, params, cancel)
+        question = users[-1]
+        kept = [replace(m, text=text) if m.id == question.id else m for m in conv.messages if m.id <= question.id]
+
+        def commit() -> None:  # once the model has taken the request (a busy model changes nothing)
+            self.store.update_message(question.id, text=text)
+            for message in conv.messages:
+                if message.id > question.id:
+                    self.store.delete_message(message.id)
+
+        yield from self._answer(conversation_id, params, cancel, view=replace(conv, messages=kept), commit=commit)
 
     # --- internals ------------------------------------------------------------------------------------------------
     def build_messages(self, conv: ConversationView) -> list[ChatMessage]:
@@ -204,9 +232,12 @@ class ConversationService:
         completion = self.backend.generate(messages, params)
         yield StreamChunk(completion.text, completion)
 
-    def _answer(self, conversation_id: str, params: GenerationParams | None,
-                cancel: threading.Event | None, streaming: bool = True) -> Iterator[TurnEvent]:
-        conv = self.store.get(conversation_id)
+    def _answer(self, conversation_id: str, params: GenerationParams | None, cancel: threading.Event | None,
+                streaming: bool = True, view: ConversationView | None = None,
+                commit: Callable[[], Any] | None = None) -> Iterator[TurnEvent]:
+        """Answer `view` (default: the stored conversation). `commit` (the stored changes a regenerate or an edit
+        makes) runs once the model has taken the request, before anything is shown; never when it was busy."""
+        conv = view or self.store.get(conversation_id)
         messages = self.build_messages(conv)
         effective = self.effective_params(conv, params)
         answer = self.store.append_message(conversation_id, "assistant", "", status="streaming")
@@ -214,10 +245,20 @@ class ConversationService:
         started = time.perf_counter()
         last_flush = started
         finished = False
-        stream = self.backend.stream(messages, effective, cancel) if streaming else self._whole(messages, effective)
+        committed = commit is None
+
+        def accepted() -> None:
+            nonlocal committed
+            if not committed:
+                committed = True
+                commit()
+
+        stream: Iterator[StreamChunk] | None = None
+        completion = None
         try:
-            completion = None
+            stream = self.backend.stream(messages, effective, cancel) if streaming else self._whole(messages, effective)
             for chunk in stream:
+                accepted()
                 if chunk.text:
                     parts.append(chunk.text)
                     yield TurnEvent("delta", conversation_id, answer.id, chunk.text)
@@ -226,6 +267,7 @@ class ConversationService:
                         self.store.update_message(answer.id, text="".join(parts), status="streaming")
                         last_flush = time.perf_counter()
                 completion = chunk.completion or completion
+            accepted()
             status = "interrupted" if completion is None or completion.finish_reason == "cancelled" else "complete"
             text = completion.text if completion and status == "complete" else "".join(parts)
             self.store.update_message(
@@ -239,6 +281,11 @@ class ConversationService:
                 self._retitle(conversation_id)
             yield TurnEvent("done", conversation_id, answer.id, text, status=status, completion=completion)
         except Exception as exc:  # noqa: BLE001 - any backend failure must end as a stored error, not a lost turn
+            if isinstance(exc, BackendBusy) and not parts and completion is None:  # refused before it started
+                self.store.delete_message(answer.id)
+                finished = True
+                raise ServiceBusy(exc.retry_after) from exc
+            accepted()
             log.exception("generation failed in conversation %s", conversation_id)
             self.store.update_message(answer.id, text="".join(parts), status="error", error=str(exc)[:2000],
                                       latency_ms=int((time.perf_counter() - started) * 1000))
@@ -246,7 +293,9 @@ class ConversationService:
             yield TurnEvent("error", conversation_id, answer.id, "".join(parts), status="error",
                             error=f"生成失败 (generation failed): {exc}")
         finally:
-            stream.close()  # stops generation at once when our consumer went away
+            if stream is not None:
+                stream.close()  # stops generation at once when our consumer went away
             if not finished:  # the consumer closed the stream (stop button, disconnect): keep what we have
+                accepted()
                 self.store.update_message(answer.id, text="".join(parts), status="interrupted",
                                           latency_ms=int((time.perf_counter() - started) * 1000))

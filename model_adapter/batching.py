@@ -7,6 +7,7 @@ runs them as one left-padded `generate()`, and hands each row its text as it is 
 decoded incrementally on the generating thread). A row that ends (end token, its own token budget, its cancel
 event) is answered at once and stops computing; the other rows go on undisturbed. A request cancelled while it
 waits is answered 'cancelled' without ever reaching the model. A full queue raises `BackendBusy` at submission.
+A new batch starts once arrivals pause for `GATHER_S`, so that a burst of callers shares it.
 
 The model-specific part (processor, generate, decoding a finished row) is the `run_batch` callback of the backend
 (`model_adapter/hf.py`); this module knows only requests, threads and token ids.
@@ -18,6 +19,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
@@ -36,6 +38,11 @@ log = logging.getLogger(__name__)
 # process ("terminate called without an active exception", exit status 134; seen 1 in 2 runs). So every scheduler
 # is closed (its thread joined) at exit.
 _OPEN: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+# A new batch waits while requests keep arriving less than GATHER_S apart (up to GATHER_MAX_S): concurrent callers
+# that arrive a few milliseconds apart then share one batch instead of the first running alone.
+GATHER_S = 0.005
+GATHER_MAX_S = 0.05
 
 
 @atexit.register
@@ -98,11 +105,12 @@ class Scheduler:
     """Bounded FIFO of requests and the thread that runs them in batches through `run_batch(requests)`."""
 
     def __init__(self, run_batch: Callable[[list[Request]], None], max_batch: int, max_queue: int,
-                 retry_after: Callable[[], float] = lambda: 1.0):
+                 retry_after: Callable[[], float] = lambda: 1.0, gather_s: float = GATHER_S):
         self.run_batch = run_batch
         self.max_batch = max(1, max_batch)
         self.max_queue = max(0, max_queue)
         self.retry_after = retry_after
+        self.gather_s = gather_s
         self._pending: deque[Request] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -142,6 +150,18 @@ class Scheduler:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
 
+    def _gather(self) -> None:
+        """Let a burst of arrivals share the batch: wait while each new request follows the previous one within
+        `gather_s` (at most GATHER_MAX_S in all, or until a batch is full). A lone request waits `gather_s` once."""
+        deadline = time.monotonic() + GATHER_MAX_S
+        while self.gather_s > 0 and not self._closed and len(self._pending) < self.max_batch:
+            seen, left = len(self._pending), deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(min(self.gather_s, left))
+            if len(self._pending) == seen:
+                return
+
     def _take(self) -> list[Request]:
         batch: list[Request] = []
         kept: deque[Request] = deque()
@@ -161,6 +181,7 @@ class Scheduler:
             with self._cond:
                 while not self._pending and not self._closed:
                     self._cond.wait()
+                self._gather()
                 if self._closed:
                     for request in self._pending:
                         request.answer(RuntimeError("the backend was closed"))

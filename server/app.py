@@ -167,11 +167,13 @@ def create_app(backend: ChatBackend, settings: Settings, config: ServerConfig | 
               responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)})
     async def chat_completions(request: ChatCompletionRequest, http_request: Request):
         ticket, messages = await serving.prepare(request)
-        if request.stream:
-            # The background task frees the ticket even when the client left before the stream started.
-            return StreamingResponse(serving.stream(request, ticket, messages), media_type="text/event-stream",
-                                     background=BackgroundTask(ticket.arelease))
         try:
+            if request.stream:
+                # Headers go out with the first piece of the answer: a full queue is still a 503. The background
+                # task stops generation and frees the ticket even when the client left before the stream started.
+                answer = await unless_disconnected(http_request, serving.open_stream(request, ticket, messages))
+                return StreamingResponse(answer.events(), media_type="text/event-stream",
+                                         background=BackgroundTask(answer.close))
             return await unless_disconnected(http_request, serving.complete(request, ticket, messages))
         except ClientGone:
             log.info("client disconnected: generation cancelled")

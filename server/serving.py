@@ -1,10 +1,12 @@
 """Chat-completion handlers: OpenAI request -> backend conversation -> response or SSE stream.
 
 The boundary: this module turns protocol types (`server/protocol.py`) into `model_adapter` messages and back, and
-owns the serving policy (API limits, the bounded wait for the model). HTTP wiring (routes, auth, body size, error
+owns the serving policy (API limits, admission to the model). HTTP wiring (routes, auth, body size, error
 rendering) is in `server/app.py`. One generation path (`ChatServing._run`) serves both the blocking and the
-streaming answer; the model runs one request at a time, and at most `max_waiting` more may wait for it, the rest
-are refused at once with 503 so that overload never piles up.
+streaming answer. Admission (`ModelGate`): at most `max_concurrent` requests are in progress (answering or
+waiting), the rest are refused at once with 503 and `Retry-After`, so that overload never piles up. A batching
+backend (`ChatBackend.max_concurrent` > 1: the transformers backend's scheduler) gets every admitted request at once
+and answers them together; a backend that answers one request at a time gets them one after another.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import binascii
 import base64
-import json
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +32,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.chat_model import image_bytes_from_url
 from imagery.header import ImageTooLarge
 from imagery.probe import probe_checked
-from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, ImageError, load_image
+from model_adapter import (BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, ImageError,
+                           load_image)
 from server.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -64,7 +67,12 @@ class ServerConfig(BaseSettings):
     the model directory or its folder name."""
 
     max_waiting: int = Field(8, ge=0)
-    """Requests that may wait while the model answers another one; beyond that the server answers 503 at once."""
+    """Requests that may wait beyond those the model answers at once (its batch: the transformers backend's
+    max_batch_size, 1 for other backends); beyond that the server answers 503 with Retry-After at once."""
+
+    max_concurrent: int | None = Field(None, ge=1)
+    """Most requests in progress at once (answering plus waiting); beyond that 503 with Retry-After. Unset: the
+    backend's batch size plus max_waiting (16 + 8 = 24 on the transformers backend, 1 + 8 on others)."""
 
     max_request_mb: float | None = Field(None, gt=0)
     """Largest request body in megabytes. Unset: max_upload_mb plus base64 overhead."""
@@ -104,19 +112,25 @@ def bad_image(message: str, param: str | None = None) -> APIError:
 
 
 # --- admission ------------------------------------------------------------------------------------------------------
-class ModelGate:
-    """One request at a time on the model, at most `max_waiting` others queued; `admit` refuses the rest."""
+def overloaded(message: str, retry_after: float = 1.0) -> APIError:
+    """503 server_overloaded with Retry-After (whole seconds, at least 1: the openai client waits that long)."""
+    return APIError(503, message, type="server_error", code="server_overloaded",
+                    headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
-    def __init__(self, max_waiting: int):
-        self.limit = max_waiting + 1
-        self.admitted = 0  # running + waiting; touched on the event loop only
-        self.lock = asyncio.Lock()
+
+class ModelGate:
+    """At most `limit` requests in progress; `admit` refuses the rest. With `serial`, admitted requests reach the
+    model one at a time (a backend that cannot batch); otherwise all at once (the backend batches and queues)."""
+
+    def __init__(self, limit: int, serial: bool):
+        self.limit = limit
+        self.admitted = 0  # answering + waiting; touched on the event loop only
+        self.lock = asyncio.Lock() if serial else None
 
     def admit(self) -> Ticket:
         if self.admitted >= self.limit:
-            raise APIError(503, f"server overloaded: {self.admitted} requests in progress or waiting, try again "
-                                "shortly", type="server_error", code="server_overloaded",
-                           headers={"Retry-After": "1"})
+            raise overloaded(f"server overloaded: {self.admitted} requests in progress or waiting (limit "
+                             f"{self.limit}), try again shortly")
         self.admitted += 1
         return Ticket(self)
 
@@ -127,19 +141,19 @@ class Ticket:
         self.released = False
 
     def release(self) -> None:
-        """Idempotent: called when the answer ends, and again by the response's background task."""
+        """Idempotent: called when the answer ends, and again by the streaming response's background task."""
         if not self.released:
             self.released = True
             self.gate.admitted -= 1
 
-    async def arelease(self) -> None:
-        self.release()  # as a coroutine so that Starlette runs it on the event loop, not in a worker thread
-
     @asynccontextmanager
     async def model(self) -> AsyncIterator[None]:
         try:
-            async with self.gate.lock:
+            if self.gate.lock is None:
                 yield
+            else:
+                async with self.gate.lock:
+                    yield
         finally:
             self.release()
 
@@ -193,7 +207,8 @@ class ChatServing:
         self.config = config or ServerConfig()
         self.model_name = self.config.served_model_name or backend.model_name
         self.aliases = {self.model_name, backend.model_name, settings.model, Path(settings.model).name, "remoteglm"}
-        self.gate = ModelGate(self.config.max_waiting)
+        batch = max(1, backend.max_concurrent)
+        self.gate = ModelGate(self.config.max_concurrent or batch + self.config.max_waiting, serial=batch == 1)
 
     @property
     def max_request_bytes(self) -> int:
@@ -368,11 +383,8 @@ class ChatServing:
                         finished = item
                     else:
                         parts.append(item)
-        except APIError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - rendered as a 500 body; the connection stays usable
-            log.exception("generation failed")
-            raise APIError(500, f"generation failed: {exc}", type="server_error") from exc
+        except Exception as exc:  # noqa: BLE001 - rendered as an error body; the connection stays usable
+            raise as_api_error(exc) from exc
         finally:
             ticket.release()
         assert finished is not None
@@ -381,34 +393,77 @@ class ChatServing:
             choices=[Choice(message=ResponseMessage(content="".join(parts)), finish_reason=finished.finish_reason)],
         )
 
-    async def stream(self, request: ChatCompletionRequest, ticket: Ticket,
-                     messages: list[ChatMessage]) -> AsyncIterator[str]:
-        """Server-sent events: a role chunk, content chunks, a finish chunk, optionally usage, then [DONE]."""
+    async def open_stream(self, request: ChatCompletionRequest, ticket: Ticket,
+                          messages: list[ChatMessage]) -> Answer:
+        """Start the answer and wait for its first piece, so that a refusal (the backend's queue is full: 503,
+        or a failure: 500) is still an HTTP status, not an event inside a stream that already said 200."""
+        items = self._run(ticket, messages, request)
+        try:
+            first = await anext(items)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await items.aclose()
+            ticket.release()
+            if isinstance(exc, Exception):
+                raise as_api_error(exc) from exc
+            raise
+        return Answer(self, request, ticket, items, first)
+
+
+class Answer:
+    """A started streaming answer: `events()` renders it as server-sent events, `close()` (the response's
+    background task, run even when the client left before the stream began) stops generation and frees the
+    ticket."""
+
+    def __init__(self, serving: ChatServing, request: ChatCompletionRequest, ticket: Ticket,
+                 items: AsyncIterator[str | Finished], first: str | Finished):
+        self.serving, self.request, self.ticket, self.items, self.first = serving, request, ticket, items, first
+
+    async def events(self) -> AsyncIterator[str]:
+        """A role chunk, content chunks, a finish chunk, optionally usage, then [DONE]."""
+        request, model = self.request, self.serving.model_name
         rid, created = completion_id(), int(time.time())
 
         def chunk(delta: Delta, finish: str | None = None) -> str:
-            body = ChatCompletionChunk(id=rid, created=created, model=self.model_name,
+            body = ChatCompletionChunk(id=rid, created=created, model=model,
                                        choices=[ChunkChoice(delta=delta, finish_reason=finish)])
             return sse(body.model_dump_json(exclude_none=True))
 
+        async def items() -> AsyncIterator[str | Finished]:
+            yield self.first
+            async for item in self.items:
+                yield item
+
         try:
             yield chunk(Delta(role="assistant", content=""))
-            async with aclosing(self._run(ticket, messages, request)) as items:
-                async for item in items:
+            async with aclosing(self.items), aclosing(items()) as all_items:
+                async for item in all_items:
                     if isinstance(item, Finished):
                         yield chunk(Delta(), item.finish_reason)
                         if request.stream_options and request.stream_options.include_usage:
-                            usage = ChatCompletionChunk(id=rid, created=created, model=self.model_name,
+                            usage = ChatCompletionChunk(id=rid, created=created, model=model,
                                                         choices=[], usage=item.usage)
                             yield sse(usage.model_dump_json())
                     else:
                         yield chunk(Delta(content=item))
-        except APIError as exc:
-            yield sse(exc.body.model_dump_json())
         except Exception as exc:  # noqa: BLE001 - headers are sent: the error can only travel in the stream
-            log.exception("generation failed")
-            yield sse(json.dumps({"error": {"message": f"generation failed: {exc}", "type": "server_error",
-                                            "param": None, "code": None}}))
+            yield sse(as_api_error(exc).body.model_dump_json())
         finally:
-            ticket.release()
+            self.ticket.release()
         yield "data: [DONE]\n\n"
+
+    async def close(self) -> None:  # a coroutine, so that Starlette runs it on the event loop, not in a thread
+        with anyio.CancelScope(shield=True):
+            await self.items.aclose()  # a no-op when the stream ran to its end
+        self.ticket.release()
+
+
+def as_api_error(exc: Exception) -> APIError:
+    """What a failure while answering looks like to the client: its own APIError, 503 for a full backend queue
+    (BackendBusy, with the backend's Retry-After), else 500 (logged with its traceback)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, BackendBusy):
+        return overloaded(str(exc), exc.retry_after)
+    log.error("generation failed", exc_info=exc)
+    return APIError(500, f"generation failed: {exc}", type="server_error")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bot.service import ConversationService, NotFound, ServiceError, StorageError
+from bot.service import ConversationService, NotFound, ServiceBusy, ServiceError, StorageError
 from model_adapter.images import ImageError, load_image
 from ui.chat_view import message_text
 from ui.i18n import t
@@ -101,6 +101,7 @@ class TerminalChat:
         created = None
         if state.conversation_id is None:
             state.conversation_id = created = self.service.start().id
+        image, image_name = state.image, state.image_name
         try:
             events = self.service.send(state.conversation_id, question, image=state.image,
                                        image_name=state.image_name)
@@ -125,6 +126,9 @@ class TerminalChat:
                 state.conversation_id = None
             if isinstance(exc, ImageError):
                 state.image = state.image_name = None
+            elif isinstance(exc, ServiceBusy):  # nothing was stored: the image stays attached for the retry
+                state.image, state.image_name = image, image_name
+                self.say("")
             self.say(str(exc))
 
     def run(self, conversation_id: str | None = None, image: str | None = None) -> int:

@@ -255,7 +255,7 @@ def test_stop_cutter(pieces, stops, expected):
     assert out == expected
 
 
-def test_concurrent_requests_share_the_model_one_at_a_time(client, served_name, airplane_jpg, harbor_jpg):
+def test_concurrent_requests_get_their_one_by_one_answers(client, served_name, airplane_jpg, harbor_jpg):
     asks = [dict(model=served_name, messages=image_message(image), max_tokens=6, temperature=0)
             for image in (airplane_jpg, harbor_jpg, airplane_jpg)]
     sequential = [client.chat.completions.create(**ask).choices[0].message.content for ask in asks]
