@@ -18,15 +18,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk, load_backend
 from model_adapter.images import ImageSource
-from settings import Settings
+from settings import ORIGINAL_GENERATION_DEFAULTS, Settings
 from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
 from bot.titles import conversation_title
-from storage.export import to_json_text, to_markdown
+from storage.export import EXPORTERS
 
 __all__ = ["ConversationService", "NotFound", "ServiceError", "StorageError", "TurnEvent"]
 
@@ -35,6 +35,17 @@ log = logging.getLogger(__name__)
 # How often a streaming answer is written back to the database (seconds); the final text is always written.
 FLUSH_INTERVAL_S = 1.0
 TITLE_CHARS = 30
+
+
+def regeneration_params(params: GenerationParams, model_temperature: float | None = None) -> GenerationParams:
+    """Generation settings for another candidate answer: sampling always. Where `params` (or, unset, the model's
+    own default `model_temperature`) would decode greedily, the original project's temperature 0.8 and top_p 0.4
+    (README "Configuration") are used; a temperature the user set above 0 is kept."""
+    temperature = params.temperature if params.temperature is not None else model_temperature
+    if temperature and params.do_sample is not False:
+        return params
+    return replace(params, temperature=ORIGINAL_GENERATION_DEFAULTS["temperature"], do_sample=True,
+                   top_p=params.top_p or ORIGINAL_GENERATION_DEFAULTS["top_p"])
 
 
 class ServiceError(ValueError):
@@ -101,10 +112,12 @@ class ConversationService:
         """Delete a conversation with its messages and the images nothing else uses."""
         self.store.delete(conversation_id)
 
-    def export(self, conversation_id: str, fmt: Literal["md", "json"]) -> str:
-        """The conversation as Markdown or JSON text."""
-        view = self.store.get(conversation_id)
-        return to_markdown(view) if fmt == "md" else to_json_text(view)
+    def export(self, conversation_id: str, fmt: Literal["md", "json", "html"]) -> str:
+        """The conversation as one self-contained Markdown, JSON or HTML text (images embedded, earlier answers
+        included)."""
+        if fmt not in EXPORTERS:
+            raise ServiceError(f"未知的导出格式 {fmt!r} (unknown export format; one of {', '.join(EXPORTERS)})")
+        return EXPORTERS[fmt](self.store.get(conversation_id))
 
     def set_generation(self, conversation_id: str, **values: Any) -> None:
         """Remember generation settings (temperature, top_p, max_new_tokens...) for this conversation."""
@@ -146,15 +159,16 @@ class ConversationService:
 
     def regenerate(self, conversation_id: str, params: GenerationParams | None = None,
                    cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
-        """Drop the last answer and answer the last question again."""
+        """Answer the last question again with another candidate: the last answer is kept among the question's
+        earlier answers (`MessageView.alternatives`), and the new one is sampled even where the conversation asks
+        for greedy decoding (which would only repeat it): temperature 0 becomes the original project's 0.8 (top_p
+        0.4 unless set), see `regeneration_params`."""
         conv = self.store.get(conversation_id)
         if not conv.messages or not any(m.role == "user" for m in conv.messages):
             raise ServiceError("没有可以重新生成的回答 (nothing to regenerate)")
-        for message in reversed(conv.messages):
-            if message.role == "user":
-                break
-            self.store.delete_message(message.id)
-        yield from self._answer(conversation_id, params, cancel)
+        self._keep_answers_after_last_question(conv)
+        sampling = regeneration_params(self.effective_params(conv, params), self._model_temperature())
+        yield from self._answer(conversation_id, sampling, cancel)
 
     def edit_last(self, conversation_id: str, text: str, params: GenerationParams | None = None,
                   cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
@@ -164,13 +178,26 @@ class ConversationService:
         if not users:
             raise ServiceError("还没有可以编辑的问题 (no question to edit yet)")
         text = clean_question(text, self.settings.max_question_chars, image_given=bool(users[-1].images))
+        self._keep_answers_after_last_question(conv)  # they stay reachable, with the question they answered
         self.store.update_message(users[-1].id, text=text)
-        for message in conv.messages:
-            if message.id > users[-1].id:
-                self.store.delete_message(message.id)
         yield from self._answer(conversation_id, params, cancel)
 
     # --- internals ------------------------------------------------------------------------------------------------
+    def _keep_answers_after_last_question(self, conv: ConversationView) -> None:
+        """The messages after the last question: answers with text become earlier answers, empty ones go."""
+        last_question = max(m.id for m in conv.messages if m.role == "user")
+        for message in conv.messages:
+            if message.id <= last_question:
+                continue
+            if message.role == "assistant" and (message.text or message.error):
+                self.store.keep_as_alternative(message.id)
+            else:
+                self.store.delete_message(message.id)
+
+    def _model_temperature(self) -> float | None:
+        """The temperature the backend uses when none is asked for (RemoteGLM-mini's generation_config: 0)."""
+        return (getattr(self.backend, "model_defaults", None) or {}).get("temperature")
+
     def build_messages(self, conv: ConversationView) -> list[ChatMessage]:
         """The model's view of a stored conversation (failed and empty answers left out)."""
         usable = [m for m in conv.messages if m.role == "user" or (m.status != "error" and m.text)]

@@ -29,7 +29,7 @@ from model_adapter.images import ImageSource
 from settings import Settings
 from storage.db import make_engine, make_sessionmaker
 from storage.images import ImageStore
-from storage.models import Conversation, Message, MessageImage, StoredImage, utcnow
+from storage.models import AnswerAlternative, Conversation, Message, MessageImage, StoredImage, utcnow
 
 MESSAGE_STATUSES = ("complete", "streaming", "interrupted", "error")
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -56,6 +56,21 @@ class ImageRef:
 
 
 @dataclass
+class AlternativeView:
+    """An earlier answer to a question (it was answered again); `question` is the question's text back then."""
+
+    id: int
+    question: str
+    text: str
+    status: str
+    created_at: datetime
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: int | None = None
+
+
+@dataclass
 class MessageView:
     id: int
     role: str
@@ -67,6 +82,7 @@ class MessageView:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_ms: int | None = None
+    alternatives: list[AlternativeView] = field(default_factory=list)  # a question's earlier answers, oldest first
 
 
 @dataclass
@@ -166,8 +182,16 @@ class ConversationStore:
                 select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
             ).all()
             images = self._image_rows(session, messages)
+            earlier: dict[int, list[AlternativeView]] = {}
+            for row in session.scalars(
+                select(AnswerAlternative).join(Message, Message.id == AnswerAlternative.question_id)
+                .where(Message.conversation_id == conversation_id).order_by(AnswerAlternative.id)
+            ):
+                earlier.setdefault(row.question_id, []).append(_alternative_view(row))
             view = _conversation_view(conv)
             view.messages = [self._message_view(m, images) for m in messages]
+            for message in view.messages:
+                message.alternatives = earlier.get(message.id, [])
             return view
 
     def rename(self, conversation_id: str, title: str) -> None:
@@ -183,9 +207,9 @@ class ConversationStore:
             shas = set(session.scalars(
                 select(MessageImage.image_sha256).join(Message).where(Message.conversation_id == conversation_id)
             ))
-            session.execute(delete(MessageImage).where(
-                MessageImage.message_id.in_(select(Message.id).where(Message.conversation_id == conversation_id))
-            ))
+            in_conversation = select(Message.id).where(Message.conversation_id == conversation_id)
+            session.execute(delete(MessageImage).where(MessageImage.message_id.in_(in_conversation)))
+            session.execute(delete(AnswerAlternative).where(AnswerAlternative.question_id.in_(in_conversation)))
             session.execute(delete(Message).where(Message.conversation_id == conversation_id))
             session.delete(conv)
             orphans = self._drop_orphan_images(session, shas)
@@ -236,6 +260,29 @@ class ConversationStore:
             result = session.execute(update(Message).where(Message.id == message_id).values(**values, updated_at=utcnow()))
             if result.rowcount == 0:
                 raise NotFound(f"no message {message_id}")
+
+    def keep_as_alternative(self, answer_id: int) -> AlternativeView:
+        """Move an assistant message out of the conversation into the earlier answers of the question before it
+        (one transaction: the answer is never both gone and unkept). The question is then answered anew."""
+        with self._begin() as session:
+            answer = session.get(Message, answer_id)
+            if answer is None or answer.role != "assistant":
+                raise NotFound(f"no answer {answer_id}")
+            question = session.scalars(
+                select(Message).where(Message.conversation_id == answer.conversation_id, Message.role == "user",
+                                      Message.id < answer_id).order_by(Message.id.desc()).limit(1)
+            ).first()
+            if question is None:
+                raise NotFound(f"answer {answer_id} answers no question")
+            row = AnswerAlternative(
+                question_id=question.id, question=question.text, text=answer.text, status=answer.status,
+                error=answer.error, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                latency_ms=answer.latency_ms, created_at=answer.created_at,
+            )
+            session.add(row)
+            session.delete(answer)
+            session.flush()
+            return _alternative_view(row)
 
     def delete_message(self, message_id: int) -> None:
         with self._begin() as session:
@@ -298,6 +345,11 @@ class ConversationStore:
 
 def _conversation_view(conv: Conversation) -> ConversationView:
     return ConversationView(conv.id, conv.title, conv.model, dict(conv.settings or {}), conv.created_at, conv.updated_at)
+
+
+def _alternative_view(row: AnswerAlternative) -> AlternativeView:
+    return AlternativeView(row.id, row.question, row.text, row.status, row.created_at, row.error, row.prompt_tokens,
+                           row.completion_tokens, row.latency_ms)
 
 
 def _storage_message(exc: BaseException, location: Path) -> str:

@@ -251,7 +251,8 @@ class ChatHandlers:
         self, conversation_id: str | None, lang: str, temperature: float, top_p: float, max_new_tokens: float,
         request: gr.Request = None,
     ) -> Iterator[ChatOutputs]:
-        """Answer the last question again (the previous answer is dropped)."""
+        """Answer the last question again with another (sampled) candidate; the previous answer stays above it as
+        a collapsed "earlier answer" bubble (stored, and in the export)."""
         try:
             if not conversation_id:
                 raise ServiceError(t(lang, "no_conversation"))
@@ -433,7 +434,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             stop_btn = gr.Button(t(lang0, "stop"), size="sm", elem_id="stop")
         examples = gr.Examples(_examples(lang0), inputs=[textbox], label=t(lang0, "examples"), examples_per_page=5)
         with gr.Accordion(t(lang0, "settings"), open=False) as settings_panel:
-            temperature = gr.Slider(0.0, 2.0, value=temperature0, step=0.05, label=t(lang0, "temperature"))
+            temperature = gr.Slider(0.0, 2.0, value=temperature0, step=0.05, label=t(lang0, "temperature"),
+                                    info=t(lang0, "temperature_info"))
             top_p = gr.Slider(0.05, 1.0, value=top_p0, step=0.05, label=t(lang0, "top_p"))
             max_new = gr.Slider(1, settings.max_new_tokens_limit, value=max_new0, step=1,
                                 label=t(lang0, "max_new_tokens"))
@@ -442,6 +444,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             with gr.Row():
                 export_md = gr.Button(t(lang0, "export_md"), size="sm", elem_id="export-md")
                 export_json = gr.Button(t(lang0, "export_json"), size="sm", elem_id="export-json")
+                export_html = gr.Button(t(lang0, "export_html"), size="sm", elem_id="export-html")
             export_file = gr.File(label=t(lang0, "export_file"), visible=False, elem_id="export-file")
 
         # --- events ---------------------------------------------------------------------------------------------------
@@ -483,6 +486,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         export_md.click(lambda c, lg: h.export(c, "md", lg), [conversation, lang], export_file, api_name="export_md")
         export_json.click(lambda c, lg: h.export(c, "json", lg), [conversation, lang], export_file,
                           api_name="export_json")
+        export_html.click(lambda c, lg: h.export(c, "html", lg), [conversation, lang], export_file,
+                          api_name="export_html")
 
         relabel: list[tuple[Any, str, str]] = [
             (new_btn, "value", "new"), (conversations, "label", "history"), (rename_box, "label", "rename_label"),
@@ -491,8 +496,10 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"), (search_box, "placeholder", "search"),
             (regen_btn, "value", "regenerate"), (edit_btn, "value", "edit_last"), (stop_btn, "value", "stop"),
             (settings_panel, "label", "settings"), (temperature, "label", "temperature"),
+            (temperature, "info", "temperature_info"),
             (max_new, "label", "max_new_tokens"), (bands, "label", "bands"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
-            (export_json, "value", "export_json"), (export_file, "label", "export_file"),
+            (export_json, "value", "export_json"), (export_html, "value", "export_html"),
+            (export_file, "label", "export_file"),
             (examples.dataset, "label", "examples"),
         ]
         components = list(dict.fromkeys(c for c, _, _ in relabel))

@@ -135,14 +135,24 @@ def test_cancelled_handler_keeps_the_partial_answer(endless):
     assert answer.status == "interrupted" and answer.text.count("遥感") >= 3
 
 
-def test_regenerate_replaces_the_last_answer(handlers):
-    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+def test_regenerate_gives_a_new_answer_and_keeps_the_earlier_one_in_view(handlers):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]  # slider at 0: greedy
     old = handlers.service.history(conversation_id).messages[-1]
     outs = list(handlers.regenerate(conversation_id, *GEN))
     view = handlers.service.history(conversation_id)
     assert len(view.messages) == 2 and view.messages[-1].created_at > old.created_at  # SQLite may reuse the id
     assert view.messages[-1].status == "complete"
-    assert outs[-1][0] == to_chatbot(view, "zh")
+    assert [a.text for a in view.messages[0].alternatives] == [old.text]
+    chat = outs[-1][0]
+    assert chat == to_chatbot(view, "zh") and len(chat) == 3
+    earlier = chat[1]
+    assert earlier["role"] == "assistant" and earlier["content"] == old.text
+    assert earlier["metadata"] == {"title": "较早的回答 1/2（点击展开）", "status": "done"}  # collapsed
+    assert chat[2]["content"] == [view.messages[-1].text]
+    # while the next answer streams in, both earlier ones are shown above it
+    streaming = list(handlers.regenerate(conversation_id, *GEN))[0][0]
+    assert len(streaming) == 4 and [b.get("metadata", {}).get("title") for b in streaming[1:3]] == [
+        "较早的回答 1/3（点击展开）", "较早的回答 2/3（点击展开）"]
 
 
 def test_regenerate_without_a_conversation_says_so(handlers):
@@ -199,14 +209,33 @@ def test_rename_and_delete(handlers):
     assert not image.exists()
 
 
-def test_export_markdown_and_json(handlers):
+def test_export_markdown_json_and_html_are_self_contained(handlers, tmp_path):
+    import base64
+    import re
+
     conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
-    markdown = handlers.export(conversation_id, "md", "zh")
-    assert markdown["visible"] is True
-    text = open(markdown["value"], encoding="utf-8").read()
-    assert "这张遥感图像展现了什么场景？" in text and "![" in text
-    data = json.loads(open(handlers.export(conversation_id, "json", "zh")["value"], encoding="utf-8").read())
+    list(handlers.regenerate(conversation_id, *GEN))
+    view = handlers.service.history(conversation_id)
+    image = view.messages[0].images[0]
+    stored = image.path.read_bytes()
+    earlier, current = view.messages[0].alternatives[0].text, view.messages[1].text
+    exported = {}
+    for fmt in ("md", "json", "html"):
+        update = handlers.export(conversation_id, fmt, "zh")
+        assert update["visible"] is True and update["value"].endswith("." + fmt)
+        exported[fmt] = open(update["value"], encoding="utf-8").read()
+        assert str(image.path.parent) not in exported[fmt], f"{fmt} refers to this machine's image folder"
+    image.path.unlink()  # "another machine": the exports still hold the image
+    for fmt in ("md", "html"):
+        uris = re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", exported[fmt])
+        assert [base64.b64decode(u) for u in uris] == [stored], fmt
+        assert "这张遥感图像展现了什么场景？" in exported[fmt] and "较早的回答" in exported[fmt]
+    assert current in exported["md"] and earlier in exported["md"]
+    assert exported["html"].startswith("<!doctype html>") and "<script" not in exported["html"]
+    data = json.loads(exported["json"])
     assert data["id"] == conversation_id and len(data["messages"]) == 2
+    assert base64.b64decode(data["messages"][0]["images"][0]["data"]) == stored
+    assert data["messages"][0]["earlier_answers"][0]["text"] == earlier and data["messages"][1]["text"] == current
 
 
 @pytest.mark.parametrize("fmt, suffix", [("BMP", "bmp"), ("WEBP", "webp"), ("PNG", "png"), ("TIFF", "tif")])
