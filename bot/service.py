@@ -102,8 +102,18 @@ class ConversationService:
         return self.store.list(limit=limit, offset=offset, query=query)
 
     def thumbnail(self, conversation_id: str) -> ImageRef | None:
-        """The first image of a conversation (for the history's thumbnails), or None."""
+        """The first image of a conversation, or None."""
         return self.store.first_image(conversation_id)
+
+    def thumbnails(self, conversation_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """For the history's thumbnails: conversation id -> (image sha256, small square JPEG) of its first image,
+        made once per image and kept; conversations without a (readable) image are left out."""
+        found = {}
+        for conversation_id, ref in self.store.first_images(conversation_ids).items():
+            data = self.store.thumbnail(ref)
+            if data is not None:
+                found[conversation_id] = (ref.sha256, data)
+        return found
 
     def rename(self, conversation_id: str, title: str) -> None:
         self.store.rename(conversation_id, title)

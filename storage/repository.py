@@ -29,6 +29,7 @@ from model_adapter.images import ImageSource
 from settings import Settings
 from storage.db import make_engine, make_sessionmaker
 from storage.images import ImageStore
+from storage.thumbnails import Thumbnails
 from storage.models import AnswerAlternative, Conversation, Message, MessageImage, StoredImage, utcnow
 
 MESSAGE_STATUSES = ("complete", "streaming", "interrupted", "error")
@@ -101,6 +102,7 @@ class ConversationStore:
         self.engine = make_engine(database_url)
         self.sessions = make_sessionmaker(self.engine)
         self.images = ImageStore(image_dir, max_pixels)
+        self.thumbnails = Thumbnails(self.images)
         self.location = image_dir
         if recover:
             self.recover_interrupted()
@@ -171,6 +173,24 @@ class ConversationStore:
             ).first()
             return self._ref(row) if row else None
 
+    def first_images(self, conversation_ids: Sequence[str]) -> dict[str, ImageRef]:
+        """The first image of each of these conversations (those without one are left out), in one query."""
+        if not conversation_ids:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Message.conversation_id, StoredImage)
+                .join(MessageImage, MessageImage.message_id == Message.id)
+                .join(StoredImage, StoredImage.sha256 == MessageImage.image_sha256)
+                .where(Message.conversation_id.in_(list(conversation_ids)))
+                .order_by(Message.id.desc(), MessageImage.position.desc())
+            ).all()
+            return {conversation_id: self._ref(row) for conversation_id, row in rows}  # the first one wins last
+
+    def thumbnail(self, ref: ImageRef) -> bytes | None:
+        """A small square JPEG of a stored image (made once, then read back), or None if it cannot be read."""
+        return self.thumbnails.get(ref)
+
     def count(self) -> int:
         with self.sessions() as session:
             return session.scalar(select(func.count()).select_from(Conversation)) or 0
@@ -213,8 +233,7 @@ class ConversationStore:
             session.execute(delete(Message).where(Message.conversation_id == conversation_id))
             session.delete(conv)
             orphans = self._drop_orphan_images(session, shas)
-        for filename in orphans:
-            self.images.delete(filename)
+        self._delete_files(orphans)
 
     # --- messages ------------------------------------------------------------------------------------------------------
     def add_image(self, source: ImageSource, original_name: str | None = None,
@@ -293,13 +312,17 @@ class ConversationStore:
             session.delete(message)
             session.flush()
             orphans = self._drop_orphan_images(session, shas)
-        for filename in orphans:
-            self.images.delete(filename)
+        self._delete_files(orphans)
 
     def open_image(self, ref: ImageRef) -> Image.Image:
         return self.images.open(ref.filename)
 
     # --- helpers ------------------------------------------------------------------------------------------------------
+    def _delete_files(self, filenames: list[str]) -> None:
+        for filename in filenames:
+            self.images.delete(filename)
+            self.thumbnails.delete(Path(filename).stem)
+
     @staticmethod
     def _conversation(session: Session, conversation_id: str) -> Conversation:
         conv = session.get(Conversation, conversation_id)

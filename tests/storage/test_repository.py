@@ -186,6 +186,29 @@ def test_a_database_of_the_schema_before_alternatives_opens_and_gains_them(datab
         store.close()
 
 
+def test_thumbnails_are_made_once_from_the_stored_image_and_go_with_it(store, airplane_jpg, harbor_jpg):
+    from io import BytesIO
+
+    from PIL import Image
+
+    first, second, empty = store.create(), store.create(), store.create()
+    airplane, harbor = store.add_image(airplane_jpg), store.add_image(harbor_jpg)
+    store.append_message(first.id, "user", "a", images=[airplane])
+    store.append_message(first.id, "user", "b", images=[harbor])
+    store.append_message(second.id, "user", "c", images=[harbor])
+    found = store.first_images([first.id, second.id, empty.id])
+    assert {k: v.sha256 for k, v in found.items()} == {first.id: airplane.sha256, second.id: harbor.sha256}
+    data = store.thumbnail(airplane)
+    assert Image.open(BytesIO(data)).size == (64, 64)
+    made = store.thumbnails.path(airplane.sha256)
+    made.write_bytes(b"kept")  # the second request reads the file made by the first one
+    assert store.thumbnail(airplane) == b"kept"
+    made.write_bytes(data)
+    store.delete(first.id)  # its airplane image is used nowhere else: image and thumbnail go
+    assert not airplane.path.exists() and not made.exists()
+    assert store.thumbnail(harbor) and store.thumbnails.path(harbor.sha256).exists()
+
+
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
     store = ConversationStore(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "images")
     from sqlalchemy import text
