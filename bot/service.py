@@ -37,15 +37,23 @@ FLUSH_INTERVAL_S = 1.0
 TITLE_CHARS = 30
 
 
+# NOTE: measured on RemoteGLM-mini (6 answers to one scene question, examples/ucm_airplane_191.jpg and
+# ucm_storagetanks_1991.jpg): temperature 0.8 with top_p 0.4 gave 1 distinct answer of 6 for both (the nucleus holds
+# only the greedy answer), top_p 0.9 gave 3 and 4. So regenerate widens top_p to at least REGENERATE_MIN_TOP_P.
+REGENERATE_MIN_TOP_P = 0.9
+REGENERATE_TRIES = 3
+
+
 def regeneration_params(params: GenerationParams, model_temperature: float | None = None) -> GenerationParams:
-    """Generation settings for another candidate answer: sampling always. Where `params` (or, unset, the model's
-    own default `model_temperature`) would decode greedily, the original project's temperature 0.8 and top_p 0.4
-    (README "Configuration") are used; a temperature the user set above 0 is kept."""
+    """Generation settings for another candidate answer: sampling always, with top_p at least
+    REGENERATE_MIN_TOP_P. Where `params` (or, unset, the model's own default `model_temperature`) would decode
+    greedily, the original project's temperature 0.8 (README "Configuration") is used; a temperature the user set
+    above 0 is kept."""
     temperature = params.temperature if params.temperature is not None else model_temperature
-    if temperature and params.do_sample is not False:
-        return params
-    return replace(params, temperature=ORIGINAL_GENERATION_DEFAULTS["temperature"], do_sample=True,
-                   top_p=params.top_p or ORIGINAL_GENERATION_DEFAULTS["top_p"])
+    if not temperature or params.do_sample is False:
+        temperature = ORIGINAL_GENERATION_DEFAULTS["temperature"]
+    top_p = max(params.top_p or ORIGINAL_GENERATION_DEFAULTS["top_p"], REGENERATE_MIN_TOP_P)
+    return replace(params, temperature=temperature, top_p=top_p, do_sample=True)
 
 
 class ServiceError(ValueError):
@@ -68,9 +76,11 @@ class TurnEvent:
     """One step of a turn, for whoever displays it.
 
     kind: 'user' (the user's message is stored), 'delta' (new answer text in `text`), 'done' (the answer is
-    stored; `text` is the whole answer) or 'error' (generation failed; `error` says why, partial text kept)."""
+    stored; `text` is the whole answer), 'error' (generation failed; `error` says why, partial text kept) or
+    'restart' (regenerate only: the candidate streamed so far repeated an earlier answer and was dropped; the next
+    deltas are a new candidate's)."""
 
-    kind: Literal["user", "delta", "done", "error"]
+    kind: Literal["user", "delta", "done", "error", "restart"]
     conversation_id: str
     message_id: int
     text: str = ""
@@ -170,15 +180,26 @@ class ConversationService:
     def regenerate(self, conversation_id: str, params: GenerationParams | None = None,
                    cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
         """Answer the last question again with another candidate: the last answer is kept among the question's
-        earlier answers (`MessageView.alternatives`), and the new one is sampled even where the conversation asks
-        for greedy decoding (which would only repeat it): temperature 0 becomes the original project's 0.8 (top_p
-        0.4 unless set), see `regeneration_params`."""
+        earlier answers (`MessageView.alternatives`), and the new one is sampled (`regeneration_params`). A
+        candidate identical to one the question already has is dropped and sampled again, up to
+        REGENERATE_TRIES times in all: a 'restart' event says so, and the deltas that follow are the next candidate's."""
         conv = self.store.get(conversation_id)
         if not conv.messages or not any(m.role == "user" for m in conv.messages):
             raise ServiceError("没有可以重新生成的回答 (nothing to regenerate)")
         self._keep_answers_after_last_question(conv)
         sampling = regeneration_params(self.effective_params(conv, params), self._model_temperature())
-        yield from self._answer(conversation_id, sampling, cancel)
+        for attempt in range(1, REGENERATE_TRIES + 1):
+            question = [m for m in self.store.get(conversation_id).messages if m.role == "user"][-1]
+            known = {a.text for a in question.alternatives}
+            for event in self._answer(conversation_id, sampling, cancel):
+                if (event.kind == "done" and event.status == "complete" and event.text in known
+                        and attempt < REGENERATE_TRIES and not (cancel and cancel.is_set())):
+                    self.store.delete_message(event.message_id)  # the same text is stored already
+                    yield TurnEvent("restart", conversation_id, event.message_id)
+                    break
+                yield event
+            else:
+                return
 
     def edit_last(self, conversation_id: str, text: str, params: GenerationParams | None = None,
                   cancel: threading.Event | None = None) -> Iterator[TurnEvent]:

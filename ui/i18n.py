@@ -58,9 +58,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "queued_mark": "（排队中，将在当前回答之后回答）",
         "earlier_answer": "较早的回答 {n}/{total}（点击展开）",
         "earlier_question": "当时的问题：{question}",
-        "temperature_info": "0：总是取最可能的回答。「重新生成」总会采样，给出另一个候选回答（温度为 0 时用 0.8、top_p 0.4）；"
+        "temperature_info": "0：总是取最可能的回答。「重新生成」总会采样，给出另一个候选回答（温度为 0 时用 0.8，top_p 至少 0.9）；"
                             "之前的回答保留在上方，可展开查看，也包含在导出中。",
-        "image_view": "正在讨论的图像（点右上角全屏放大）",
         "export_html": "导出 HTML",
         # terminal chat
         "cli_welcome": "欢迎使用 RemoteGLM 遥感图像对话。命令：clear 新对话，history 查看历史，stop 退出；"
@@ -121,10 +120,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "queued_mark": "(queued: answered after the current one)",
         "earlier_answer": "Earlier answer {n}/{total} (click to open)",
         "earlier_question": "Question then: {question}",
-        "temperature_info": "0: always the most likely answer. Regenerate always samples another candidate (at "
-                            "temperature 0 it uses 0.8, top_p 0.4); earlier answers stay above it (click to open) "
-                            "and in the export.",
-        "image_view": "The image under discussion (full screen: top-right button)",
+        "temperature_info": "0: always the most likely answer. Regenerate always samples another candidate "
+                            "(at temperature 0 it uses 0.8; top_p at least 0.9); earlier answers stay above it "
+                            "(click to open) and in the export.",
         "export_html": "Export HTML",
         "cli_welcome": "Welcome to RemoteGLM. Commands: clear = new conversation, history = show it, stop = quit; "
                        "Ctrl+C stops an answer.",

@@ -43,11 +43,12 @@ EMPTY_INPUT = {"text": "", "files": []}
 GENERATION_CONCURRENCY = {"hf": 1, "openai": 8}
 STOP_SETTLE_S = 5.0
 # Sidebar radios: long titles wrap and would shrink the circle to nothing; and Gradio 6.31's hover rule outranks
-# its checked rule, so a selected circle (conversation, or the language) turned blank under the mouse.
+# its checked rule, so the selected conversation's circle turned blank under the mouse. (The language radio keeps
+# its colour under the mouse without such a rule: measured in tests/ui/test_browser_views.py.)
 CSS = """
-#conversations input[type=radio], #lang input[type=radio] { flex-shrink: 0; }
-#conversations input[type=radio]:checked:hover, #lang input[type=radio]:checked:hover {
-  background-color: var(--checkbox-background-color-selected); border-color: var(--checkbox-border-color-selected); }
+#conversations input[type=radio] { flex-shrink: 0; }
+#conversations input[type=radio]:checked:hover { background-color: var(--checkbox-background-color-selected);
+  border-color: var(--checkbox-border-color-selected); }
 """ + SIDEBAR_CSS + IMAGE_PANE_CSS
 # Outside Gradio's CSS scoping (it prefixes `css` rules with its container): the container's overflow:hidden makes
 # it a scroll box, which pins a sticky element to the container instead of the window; `clip` cuts the same
@@ -278,7 +279,7 @@ class ChatHandlers:
         request: gr.Request = None,
     ) -> Iterator[ChatOutputs]:
         """Answer the last question again with another (sampled) candidate; the previous answer stays above it as
-        a collapsed "earlier answer" bubble (stored, and in the export)."""
+        a collapsed "earlier answer" bubble (stored, and in the export). See `ConversationService.regenerate`."""
         try:
             if not conversation_id:
                 raise ServiceError(t(lang, "no_conversation"))
@@ -346,6 +347,9 @@ class ChatHandlers:
                     if event.kind in ("done", "error"):
                         history = to_chatbot(self.service.history(conversation_id), lang)
                         yield history + self._queued_bubbles(session, lang)
+                        continue
+                    if event.kind == "restart":  # regenerate dropped a duplicate candidate and samples again
+                        history, answer = None, ""
                         continue
                     if history is None:  # first event: the user's turn and the empty answer are stored
                         view = self.service.history(conversation_id)

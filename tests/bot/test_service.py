@@ -176,17 +176,18 @@ def test_regenerate_samples_another_candidate_and_keeps_the_earlier_answer(backe
         assert events[-1].kind == "done" and events[-1].status == "complete"
         candidates.add(events[-1].text)
         params = recording.params[-1]
-        assert (params.temperature, params.top_p, params.do_sample) == (0.8, 0.4, True)  # README's defaults
-    assert len(candidates) > 1, "sampling at 0.8 / 0.4 should not repeat the greedy answer every time"
+        assert (params.temperature, params.top_p, params.do_sample) == (0.8, 0.9, True)
+    assert len(candidates) > 1, "sampling at 0.8 / 0.9 should not repeat the greedy answer every time"
     view = service.history(conv.id)
     assert [m.role for m in view.messages] == ["user", "assistant"]
     question, current = view.messages
     assert [a.text for a in question.alternatives][0] == first.text and len(question.alternatives) == 3
+    assert current.text not in {a.text for a in question.alternatives}  # a repeated candidate is sampled again
     assert current.text == events[-1].text and all(a.question == "这是什么？" for a in question.alternatives)
     assert service.history(conv.id).settings["temperature"] == 0.0  # the conversation's own setting is untouched
-    # a temperature the user chose is kept
-    list(service.regenerate(conv.id, params=GenerationParams(temperature=0.3, top_p=0.9)))
-    assert (recording.params[-1].temperature, recording.params[-1].top_p) == (0.3, 0.9)
+    # a temperature the user chose is kept, and so is a top_p above the minimum
+    list(service.regenerate(conv.id, params=GenerationParams(temperature=0.3, top_p=0.95)))
+    assert (recording.params[-1].temperature, recording.params[-1].top_p) == (0.3, 0.95)
 
 
 def test_edit_keeps_the_earlier_answer_with_the_question_it_answered(backend, tmp_path, airplane_jpg):

@@ -340,6 +340,19 @@ def test_history_titles_say_the_scene_and_the_question(scripted):
     assert scripted.service.history(harbor).title == "我的港口"
 
 
+def test_regenerate_samples_again_when_the_candidate_repeats_an_earlier_answer(ui_settings, tmp_path):
+    backend = ScriptedBackend(["这是一个机场。", "这是一个机场。", "图中是机场，停着几架飞机。"])
+    handlers = ChatHandlers(make_service(backend, ui_settings), ui_settings, export_dir=tmp_path / "export")
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    outs = list(handlers.regenerate(conversation_id, *GEN))
+    view = handlers.service.history(conversation_id)
+    assert [m.text for m in view.messages if m.role == "assistant"] == ["图中是机场，停着几架飞机。"]
+    assert [a.text for a in view.messages[0].alternatives] == ["这是一个机场。"]  # the repeat was not stored twice
+    shown = [last_bubble_text(out[0]) for out in outs]
+    assert "图中是机" in shown and not any("机场。图中" in text for text in shown)  # the next one starts afresh
+    assert outs[-1][0] == to_chatbot(view, "zh") and outs[-1][0][1]["content"] == "这是一个机场。"
+
+
 def test_history_search_finds_titles_questions_and_answers(scripted):
     airport = ask(scripted, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
     ask(scripted, "图中有多少架飞机？", conversation_id=airport)
