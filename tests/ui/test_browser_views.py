@@ -112,8 +112,11 @@ def test_thumbnails_image_pane_regenerate_export_and_language_hover(tiny_glm4v_d
             wait_stored(store, 8)
             view_after = store.get(conversation_id)
             assert [a.text for a in view_after.messages[-2].alternatives] == [before]
-            earlier.click()  # opens it
-            expect(page.locator("#chatbot").get_by_text(before[:8], exact=False).first).to_be_visible()
+            page.wait_for_timeout(1500)  # the last update has re-drawn the chat
+            bubbles_before = page.locator("#chatbot").inner_text()
+            earlier.click()  # opens it: the earlier answer's text is shown too
+            page.wait_for_timeout(500)
+            assert len(page.locator("#chatbot").inner_text()) > len(bubbles_before)
             page.screenshot(path=str(SHOTS / "regenerate_earlier_answer.png"))
 
             # item 6: the exported HTML opens on its own (images embedded), here after the image files are gone
