@@ -182,7 +182,8 @@ class ConversationService:
         """Answer the last question again with another candidate: the last answer is kept among the question's
         earlier answers (`MessageView.alternatives`), and the new one is sampled (`regeneration_params`). A
         candidate identical to one the question already has is dropped and sampled again, up to
-        REGENERATE_TRIES times in all: a 'restart' event says so, and the deltas that follow are the next candidate's."""
+        REGENERATE_TRIES times in all: a 'restart' event says so, and the deltas that follow are the next
+        candidate's."""
         conv = self.store.get(conversation_id)
         if not conv.messages or not any(m.role == "user" for m in conv.messages):
             raise ServiceError("没有可以重新生成的回答 (nothing to regenerate)")

@@ -76,7 +76,8 @@ function follow() {
   const src = shown.length ? shown[shown.length - 1].src : '';
   if (src === (img.dataset.src || '')) return;
   img.dataset.src = src; element.dataset.src = src;
-  if (src) { img.src = src; img.hidden = false; empty.style.display = 'none'; } else { img.removeAttribute('src'); img.hidden = true; empty.style.display = ''; }
+  if (src) img.src = src; else img.removeAttribute('src');
+  img.hidden = !src; empty.style.display = src ? 'none' : '';
   scale = 1; apply();
 }
 new MutationObserver(() => { if (!pending) { pending = true; requestAnimationFrame(follow); } })
@@ -87,8 +88,12 @@ view.addEventListener('wheel', (e) => {
   e.preventDefault(); const r = view.getBoundingClientRect();
   zoom(Math.exp(-e.deltaY / 300), e.clientX - r.left, e.clientY - r.top);
 }, {passive: false});
-view.addEventListener('pointerdown', (e) => { if (scale > 1) { drag = {px: e.clientX, py: e.clientY, x, y}; view.setPointerCapture(e.pointerId); } });
-view.addEventListener('pointermove', (e) => { if (drag) { x = drag.x + e.clientX - drag.px; y = drag.y + e.clientY - drag.py; apply(); } });
+view.addEventListener('pointerdown', (e) => {
+  if (scale > 1) { drag = {px: e.clientX, py: e.clientY, x, y}; view.setPointerCapture(e.pointerId); }
+});
+view.addEventListener('pointermove', (e) => {
+  if (drag) { x = drag.x + e.clientX - drag.px; y = drag.y + e.clientY - drag.py; apply(); }
+});
 view.addEventListener('pointerup', () => { drag = null; });
 view.addEventListener('dblclick', () => { scale = 1; apply(); });
 element.querySelectorAll('[data-zoom]').forEach((b) => b.addEventListener('click', (e) => {
