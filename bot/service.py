@@ -27,10 +27,10 @@ from typing import Any, Literal
 from model_adapter import (BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk,
                            load_backend)
 from model_adapter.images import ImageSource
-from settings import Settings
+from settings import ORIGINAL_GENERATION_DEFAULTS, Settings
 from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
 from bot.titles import conversation_title
-from storage.export import to_json_text, to_markdown
+from storage.export import EXPORTERS
 
 __all__ = ["ConversationService", "NotFound", "ServiceBusy", "ServiceError", "StorageError", "TurnEvent"]
 
@@ -39,6 +39,25 @@ log = logging.getLogger(__name__)
 # How often a streaming answer is written back to the database (seconds); the final text is always written.
 FLUSH_INTERVAL_S = 1.0
 TITLE_CHARS = 30
+
+
+# NOTE: measured on RemoteGLM-mini (6 answers to one scene question, examples/ucm_airplane_191.jpg and
+# ucm_storagetanks_1991.jpg): temperature 0.8 with top_p 0.4 gave 1 distinct answer of 6 for both (the nucleus holds
+# only the greedy answer), top_p 0.9 gave 3 and 4. So regenerate widens top_p to at least REGENERATE_MIN_TOP_P.
+REGENERATE_MIN_TOP_P = 0.9
+REGENERATE_TRIES = 3
+
+
+def regeneration_params(params: GenerationParams, model_temperature: float | None = None) -> GenerationParams:
+    """Generation settings for another candidate answer: sampling always, with top_p at least
+    REGENERATE_MIN_TOP_P. Where `params` (or, unset, the model's own default `model_temperature`) would decode
+    greedily, the original project's temperature 0.8 (README "Configuration") is used; a temperature the user set
+    above 0 is kept."""
+    temperature = params.temperature if params.temperature is not None else model_temperature
+    if not temperature or params.do_sample is False:
+        temperature = ORIGINAL_GENERATION_DEFAULTS["temperature"]
+    top_p = max(params.top_p or ORIGINAL_GENERATION_DEFAULTS["top_p"], REGENERATE_MIN_TOP_P)
+    return replace(params, temperature=temperature, top_p=top_p, do_sample=True)
 
 
 class ServiceError(ValueError):
@@ -72,9 +91,11 @@ class TurnEvent:
     """One step of a turn, for whoever displays it.
 
     kind: 'user' (the user's message is stored), 'delta' (new answer text in `text`), 'done' (the answer is
-    stored; `text` is the whole answer) or 'error' (generation failed; `error` says why, partial text kept)."""
+    stored; `text` is the whole answer), 'error' (generation failed; `error` says why, partial text kept) or
+    'restart' (regenerate only: the candidate streamed so far repeated an earlier answer and was dropped; the next
+    deltas are a new candidate's)."""
 
-    kind: Literal["user", "delta", "done", "error"]
+    kind: Literal["user", "delta", "done", "error", "restart"]
     conversation_id: str
     message_id: int
     text: str = ""
@@ -106,8 +127,18 @@ class ConversationService:
         return self.store.list(limit=limit, offset=offset, query=query)
 
     def thumbnail(self, conversation_id: str) -> ImageRef | None:
-        """The first image of a conversation (for the history's thumbnails), or None."""
+        """The first image of a conversation, or None."""
         return self.store.first_image(conversation_id)
+
+    def thumbnails(self, conversation_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """For the history's thumbnails: conversation id -> (image sha256, small square JPEG) of its first image,
+        made once per image and kept; conversations without a (readable) image are left out."""
+        found = {}
+        for conversation_id, ref in self.store.first_images(conversation_ids).items():
+            data = self.store.thumbnail(ref)
+            if data is not None:
+                found[conversation_id] = (ref.sha256, data)
+        return found
 
     def rename(self, conversation_id: str, title: str) -> None:
         self.store.rename(conversation_id, title)
@@ -116,10 +147,12 @@ class ConversationService:
         """Delete a conversation with its messages and the images nothing else uses."""
         self.store.delete(conversation_id)
 
-    def export(self, conversation_id: str, fmt: Literal["md", "json"]) -> str:
-        """The conversation as Markdown or JSON text."""
-        view = self.store.get(conversation_id)
-        return to_markdown(view) if fmt == "md" else to_json_text(view)
+    def export(self, conversation_id: str, fmt: Literal["md", "json", "html"]) -> str:
+        """The conversation as one self-contained Markdown, JSON or HTML text (images embedded, earlier answers
+        included)."""
+        if fmt not in EXPORTERS:
+            raise ServiceError(f"未知的导出格式 {fmt!r} (unknown export format; one of {', '.join(EXPORTERS)})")
+        return EXPORTERS[fmt](self.store.get(conversation_id))
 
     def set_generation(self, conversation_id: str, **values: Any) -> None:
         """Remember generation settings (temperature, top_p, max_new_tokens...) for this conversation."""
@@ -169,15 +202,32 @@ class ConversationService:
 
     def regenerate(self, conversation_id: str, params: GenerationParams | None = None,
                    cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
-        """Drop the last answer and answer the last question again."""
+        """Answer the last question again with another candidate: the last answer is kept among the question's
+        earlier answers (`MessageView.alternatives`), and the new one is sampled (`regeneration_params`). A
+        candidate identical to one the question already has is dropped and sampled again, up to
+        REGENERATE_TRIES times in all: a 'restart' event says so, and the deltas that follow are the next
+        candidate's."""
         conv = self.store.get(conversation_id)
         if not conv.messages or not any(m.role == "user" for m in conv.messages):
             raise ServiceError("没有可以重新生成的回答 (nothing to regenerate)")
         last = max(i for i, m in enumerate(conv.messages) if m.role == "user")
-        dropped = [m.id for m in conv.messages[last + 1:]]
-        # The old answer goes only once the model has taken the request: a busy model leaves it as it was.
-        yield from self._answer(conversation_id, params, cancel, view=replace(conv, messages=conv.messages[:last + 1]),
-                                commit=lambda: [self.store.delete_message(i) for i in dropped])
+        view = replace(conv, messages=conv.messages[:last + 1])
+        known = {a.text for a in conv.messages[last].alternatives} | {
+            m.text for m in conv.messages[last + 1:] if m.role == "assistant" and m.text}
+        sampling = regeneration_params(self.effective_params(conv, params), self._model_temperature())
+        for attempt in range(1, REGENERATE_TRIES + 1):
+            # The old answer becomes an earlier answer only once the model has taken the request: a busy model
+            # leaves the conversation as it was.
+            commit = (lambda: self._keep_answers_after_last_question(conv)) if attempt == 1 else None
+            for event in self._answer(conversation_id, sampling, cancel, view=view, commit=commit):
+                if (event.kind == "done" and event.status == "complete" and event.text in known
+                        and attempt < REGENERATE_TRIES and not (cancel and cancel.is_set())):
+                    self.store.delete_message(event.message_id)  # the same text is stored already
+                    yield TurnEvent("restart", conversation_id, event.message_id)
+                    break
+                yield event
+            else:
+                return
 
     def edit_last(self, conversation_id: str, text: str, params: GenerationParams | None = None,
                   cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
@@ -191,14 +241,27 @@ class ConversationService:
         kept = [replace(m, text=text) if m.id == question.id else m for m in conv.messages if m.id <= question.id]
 
         def commit() -> None:  # once the model has taken the request (a busy model changes nothing)
+            self._keep_answers_after_last_question(conv)  # they stay reachable, with the question they answered
             self.store.update_message(question.id, text=text)
-            for message in conv.messages:
-                if message.id > question.id:
-                    self.store.delete_message(message.id)
 
         yield from self._answer(conversation_id, params, cancel, view=replace(conv, messages=kept), commit=commit)
 
     # --- internals ------------------------------------------------------------------------------------------------
+    def _keep_answers_after_last_question(self, conv: ConversationView) -> None:
+        """The messages after the last question: answers with text become earlier answers, empty ones go."""
+        last_question = max(m.id for m in conv.messages if m.role == "user")
+        for message in conv.messages:
+            if message.id <= last_question:
+                continue
+            if message.role == "assistant" and (message.text or message.error):
+                self.store.keep_as_alternative(message.id)
+            else:
+                self.store.delete_message(message.id)
+
+    def _model_temperature(self) -> float | None:
+        """The temperature the backend uses when none is asked for (RemoteGLM-mini's generation_config: 0)."""
+        return (getattr(self.backend, "model_defaults", None) or {}).get("temperature")
+
     def build_messages(self, conv: ConversationView) -> list[ChatMessage]:
         """The model's view of a stored conversation (failed and empty answers left out)."""
         usable = [m for m in conv.messages if m.role == "user" or (m.status != "error" and m.text)]

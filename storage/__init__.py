@@ -1,6 +1,8 @@
 """Conversations, messages and images in any SQLAlchemy database (SQLite by default); images on disk by hash."""
 
 from storage.db import DatabaseError
-from storage.repository import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
+from storage.repository import (AlternativeView, ConversationStore, ConversationView, ImageRef, MessageView,
+                                NotFound, StorageError)
 
-__all__ = ["ConversationStore", "ConversationView", "DatabaseError", "ImageRef", "MessageView", "NotFound", "StorageError"]
+__all__ = ["AlternativeView", "ConversationStore", "ConversationView", "DatabaseError", "ImageRef", "MessageView",
+           "NotFound", "StorageError"]

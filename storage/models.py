@@ -1,8 +1,11 @@
-"""SQLAlchemy 2 ORM tables: conversations, their messages, and the images messages refer to.
+"""SQLAlchemy 2 ORM tables: conversations, their messages, the images messages refer to, and earlier answers.
 
 Images live on disk, addressed by SHA-256 (see `storage.images`); the database keeps only the hash and a few
 facts about the file. Deleting a conversation deletes its messages (ON DELETE CASCADE) and its links to images;
 `ConversationStore.delete` then removes image files no other message uses.
+
+Schema changes are additive: `Base.metadata.create_all` (see `storage.db`) creates a table a database lacks and
+never alters an existing one, so a new concept gets a new table (an older database gains it on its next open).
 """
 
 from __future__ import annotations
@@ -95,3 +98,22 @@ class MessageImage(Base):
     message_id: Mapped[int] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(primary_key=True)
     image_sha256: Mapped[str] = mapped_column(ForeignKey("image.sha256"), index=True)
+
+
+class AnswerAlternative(Base):
+    """An earlier answer to a question, kept when the question was answered again (regenerate, edit): the current
+    answer is the `message` row after the question; these stay reachable in the chat and in exports."""
+
+    __tablename__ = "answer_alternative"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), index=True)
+    question: Mapped[str] = mapped_column(Text, default="")  # the question's text when this answered it
+    text: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="complete")
+    error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    latency_ms: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # when the answer was written
+    replaced_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -29,7 +29,8 @@ from model_adapter.images import ImageSource
 from settings import Settings
 from storage.db import make_engine, make_sessionmaker
 from storage.images import ImageStore
-from storage.models import Conversation, Message, MessageImage, StoredImage, utcnow
+from storage.thumbnails import Thumbnails
+from storage.models import AnswerAlternative, Conversation, Message, MessageImage, StoredImage, utcnow
 
 MESSAGE_STATUSES = ("complete", "streaming", "interrupted", "error")
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -56,6 +57,21 @@ class ImageRef:
 
 
 @dataclass
+class AlternativeView:
+    """An earlier answer to a question (it was answered again); `question` is the question's text back then."""
+
+    id: int
+    question: str
+    text: str
+    status: str
+    created_at: datetime
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: int | None = None
+
+
+@dataclass
 class MessageView:
     id: int
     role: str
@@ -67,6 +83,7 @@ class MessageView:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_ms: int | None = None
+    alternatives: list[AlternativeView] = field(default_factory=list)  # a question's earlier answers, oldest first
 
 
 @dataclass
@@ -85,6 +102,7 @@ class ConversationStore:
         self.engine = make_engine(database_url)
         self.sessions = make_sessionmaker(self.engine)
         self.images = ImageStore(image_dir, max_pixels)
+        self.thumbnails = Thumbnails(self.images)
         self.location = image_dir
         if recover:
             self.recover_interrupted()
@@ -155,6 +173,24 @@ class ConversationStore:
             ).first()
             return self._ref(row) if row else None
 
+    def first_images(self, conversation_ids: Sequence[str]) -> dict[str, ImageRef]:
+        """The first image of each of these conversations (those without one are left out), in one query."""
+        if not conversation_ids:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Message.conversation_id, StoredImage)
+                .join(MessageImage, MessageImage.message_id == Message.id)
+                .join(StoredImage, StoredImage.sha256 == MessageImage.image_sha256)
+                .where(Message.conversation_id.in_(list(conversation_ids)))
+                .order_by(Message.id.desc(), MessageImage.position.desc())
+            ).all()
+            return {conversation_id: self._ref(row) for conversation_id, row in rows}  # the first one wins last
+
+    def thumbnail(self, ref: ImageRef) -> bytes | None:
+        """A small square JPEG of a stored image (made once, then read back), or None if it cannot be read."""
+        return self.thumbnails.get(ref)
+
     def count(self) -> int:
         with self.sessions() as session:
             return session.scalar(select(func.count()).select_from(Conversation)) or 0
@@ -166,8 +202,16 @@ class ConversationStore:
                 select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
             ).all()
             images = self._image_rows(session, messages)
+            earlier: dict[int, list[AlternativeView]] = {}
+            for row in session.scalars(
+                select(AnswerAlternative).join(Message, Message.id == AnswerAlternative.question_id)
+                .where(Message.conversation_id == conversation_id).order_by(AnswerAlternative.id)
+            ):
+                earlier.setdefault(row.question_id, []).append(_alternative_view(row))
             view = _conversation_view(conv)
             view.messages = [self._message_view(m, images) for m in messages]
+            for message in view.messages:
+                message.alternatives = earlier.get(message.id, [])
             return view
 
     def rename(self, conversation_id: str, title: str) -> None:
@@ -183,14 +227,13 @@ class ConversationStore:
             shas = set(session.scalars(
                 select(MessageImage.image_sha256).join(Message).where(Message.conversation_id == conversation_id)
             ))
-            session.execute(delete(MessageImage).where(
-                MessageImage.message_id.in_(select(Message.id).where(Message.conversation_id == conversation_id))
-            ))
+            in_conversation = select(Message.id).where(Message.conversation_id == conversation_id)
+            session.execute(delete(MessageImage).where(MessageImage.message_id.in_(in_conversation)))
+            session.execute(delete(AnswerAlternative).where(AnswerAlternative.question_id.in_(in_conversation)))
             session.execute(delete(Message).where(Message.conversation_id == conversation_id))
             session.delete(conv)
             orphans = self._drop_orphan_images(session, shas)
-        for filename in orphans:
-            self.images.delete(filename)
+        self._delete_files(orphans)
 
     # --- messages ------------------------------------------------------------------------------------------------------
     def add_image(self, source: ImageSource, original_name: str | None = None,
@@ -237,6 +280,29 @@ class ConversationStore:
             if result.rowcount == 0:
                 raise NotFound(f"no message {message_id}")
 
+    def keep_as_alternative(self, answer_id: int) -> AlternativeView:
+        """Move an assistant message out of the conversation into the earlier answers of the question before it
+        (one transaction: the answer is never both gone and unkept). The question is then answered anew."""
+        with self._begin() as session:
+            answer = session.get(Message, answer_id)
+            if answer is None or answer.role != "assistant":
+                raise NotFound(f"no answer {answer_id}")
+            question = session.scalars(
+                select(Message).where(Message.conversation_id == answer.conversation_id, Message.role == "user",
+                                      Message.id < answer_id).order_by(Message.id.desc()).limit(1)
+            ).first()
+            if question is None:
+                raise NotFound(f"answer {answer_id} answers no question")
+            row = AnswerAlternative(
+                question_id=question.id, question=question.text, text=answer.text, status=answer.status,
+                error=answer.error, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                latency_ms=answer.latency_ms, created_at=answer.created_at,
+            )
+            session.add(row)
+            session.delete(answer)
+            session.flush()
+            return _alternative_view(row)
+
     def delete_message(self, message_id: int) -> None:
         with self._begin() as session:
             message = session.get(Message, message_id)
@@ -246,13 +312,17 @@ class ConversationStore:
             session.delete(message)
             session.flush()
             orphans = self._drop_orphan_images(session, shas)
-        for filename in orphans:
-            self.images.delete(filename)
+        self._delete_files(orphans)
 
     def open_image(self, ref: ImageRef) -> Image.Image:
         return self.images.open(ref.filename)
 
     # --- helpers ------------------------------------------------------------------------------------------------------
+    def _delete_files(self, filenames: list[str]) -> None:
+        for filename in filenames:
+            self.images.delete(filename)
+            self.thumbnails.delete(Path(filename).stem)
+
     @staticmethod
     def _conversation(session: Session, conversation_id: str) -> Conversation:
         conv = session.get(Conversation, conversation_id)
@@ -298,6 +368,11 @@ class ConversationStore:
 
 def _conversation_view(conv: Conversation) -> ConversationView:
     return ConversationView(conv.id, conv.title, conv.model, dict(conv.settings or {}), conv.created_at, conv.updated_at)
+
+
+def _alternative_view(row: AnswerAlternative) -> AlternativeView:
+    return AlternativeView(row.id, row.question, row.text, row.status, row.created_at, row.error, row.prompt_tokens,
+                           row.completion_tokens, row.latency_ms)
 
 
 def _storage_message(exc: BaseException, location: Path) -> str:

@@ -30,7 +30,8 @@ def message_text(message: MessageView, lang: str) -> str:
 
 
 def to_chatbot(view: ConversationView | None, lang: str) -> list[dict[str, Any]]:
-    """Message-format history for gr.Chatbot: images first, then the text, one bubble per stored message."""
+    """Message-format history for gr.Chatbot: images first, then the text, one bubble per stored message; a
+    question's earlier answers (regenerated) follow it as collapsed bubbles, before the current answer."""
     if view is None:
         return []
     history = []
@@ -40,7 +41,23 @@ def to_chatbot(view: ConversationView | None, lang: str) -> list[dict[str, Any]]
         if text or not content:
             content.append(text)
         history.append({"role": message.role, "content": content})
+        history.extend(earlier_bubbles(message, lang))
     return history
+
+
+def earlier_bubbles(question: MessageView, lang: str) -> list[dict[str, Any]]:
+    """A question's earlier answers as collapsed assistant bubbles titled "earlier answer 1/2" (the current one,
+    shown after them, is 2/2)."""
+    total = len(question.alternatives) + 1
+    bubbles = []
+    for n, alternative in enumerate(question.alternatives, start=1):
+        text = message_text(MessageView(alternative.id, "assistant", alternative.text, alternative.status, [],
+                                        alternative.created_at, alternative.error), lang)
+        if alternative.question != question.text:
+            text = f"*{t(lang, 'earlier_question', question=alternative.question)}*\n\n{text}"
+        bubbles.append({"role": "assistant", "content": text,
+                        "metadata": {"title": t(lang, "earlier_answer", n=n, total=total), "status": "done"}})
+    return bubbles
 
 
 def error_bubble(text: str) -> dict[str, Any]:

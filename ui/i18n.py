@@ -56,6 +56,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "need_image": "这个对话里还没有图像：请先上传（拖入、粘贴或点击回形针）一张遥感图像，再提问。问题已留在输入框中。",
         "queued": "正在回答上一个问题；新问题已排队，将接着回答。",
         "queued_mark": "（排队中，将在当前回答之后回答）",
+        "earlier_answer": "较早的回答 {n}/{total}（点击展开）",
+        "earlier_question": "当时的问题：{question}",
+        "temperature_info": "0：总是取最可能的回答。「重新生成」总会采样，给出另一个候选回答（温度为 0 时用 0.8，top_p 至少 0.9）；"
+                            "之前的回答保留在上方，可展开查看，也包含在导出中。",
+        "export_html": "导出 HTML",
         # terminal chat
         "cli_welcome": "欢迎使用 RemoteGLM 遥感图像对话。命令：clear 新对话，history 查看历史，stop 退出；"
                        "回答过程中按 Ctrl+C 停止生成。",
@@ -113,6 +118,12 @@ STRINGS: dict[str, dict[str, str]] = {
                       "ask. Your question is still in the box.",
         "queued": "Still answering the previous question; your new question is queued and answered next.",
         "queued_mark": "(queued: answered after the current one)",
+        "earlier_answer": "Earlier answer {n}/{total} (click to open)",
+        "earlier_question": "Question then: {question}",
+        "temperature_info": "0: always the most likely answer. Regenerate always samples another candidate "
+                            "(at temperature 0 it uses 0.8; top_p at least 0.9); earlier answers stay above it "
+                            "(click to open) and in the export.",
+        "export_html": "Export HTML",
         "cli_welcome": "Welcome to RemoteGLM. Commands: clear = new conversation, history = show it, stop = quit; "
                        "Ctrl+C stops an answer.",
         "cli_image": "Image path (Enter to skip): ",

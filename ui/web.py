@@ -30,6 +30,7 @@ from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
 from ui.chat_view import (conversation_choices, error_bubble, example_files, export_filename, queued_bubble,
                           thinking_bubble, to_chatbot)
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
+from ui.panes import IMAGE_PANE_CSS, IMAGE_PANE_JS, SIDEBAR_CSS, image_pane_html, thumbnail_css
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,22 @@ EMPTY_INPUT = {"text": "", "files": []}
 GENERATION_CONCURRENCY = {"hf": 1, "openai": 8}
 STOP_SETTLE_S = 5.0
 # Sidebar radios: long titles wrap and would shrink the circle to nothing; and Gradio 6.31's hover rule outranks
-# its checked rule, so the selected conversation's circle turned blank under the mouse.
+# its checked rule, so the selected conversation's circle turned blank under the mouse. (The language radio keeps
+# its colour under the mouse without such a rule: measured in tests/ui/test_browser_views.py.)
 CSS = """
 #conversations input[type=radio] { flex-shrink: 0; }
 #conversations input[type=radio]:checked:hover { background-color: var(--checkbox-background-color-selected);
   border-color: var(--checkbox-border-color-selected); }
-"""
+""" + SIDEBAR_CSS + IMAGE_PANE_CSS
+# Outside Gradio's CSS scoping (it prefixes `css` rules with its container): the container's overflow:hidden makes
+# it a scroll box, which pins a sticky element to the container instead of the window; `clip` cuts the same
+# overflow without that, so the image pane stays in view while the page scrolls.
+PAGE_HEAD = "<style>.gradio-container { overflow: clip !important; }</style>"
+# The pane is drawn once in the browser and keeps its zoom state, so its few words are in both languages.
+IMAGE_PANE = image_pane_html("正在讨论的图像 · Image under discussion",
+                             "提问时附带的图像会显示在这里：滚轮或 +/− 缩放，拖动平移，双击复原。"
+                             " · The image you ask about shows here: wheel or +/− to zoom, drag to pan, double-click "
+                             "to fit.")
 
 
 class UploadError(ValueError):
@@ -75,6 +86,7 @@ class ChatHandlers:
         # Gradio's queue runs their `submit` (trigger_mode="multiple"), so nothing typed is ever dropped.
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._queries: dict[str, str] = {}  # each tab's history search
+        self._thumbs_sent: dict[str, tuple[tuple[str, str], ...]] = {}  # per tab: the thumbnails it has
         self._lock = threading.Lock()
 
     # --- generation settings ----------------------------------------------------------------------------------
@@ -122,8 +134,23 @@ class ChatHandlers:
             return gr.update(choices=choices)
         return gr.update(choices=choices, value=selected if selected in {c[1] for c in choices} else None)
 
+    def thumbnails(self, request: gr.Request = None) -> Any:
+        """The sidebar's thumbnails as one `<style>` (the first image of each listed conversation, made once per
+        image); skipped when this tab already has exactly these, so a turn costs nothing here."""
+        listed = [c.id for c in self.service.conversations(limit=SIDEBAR_LIMIT)]
+        found = self.service.thumbnails(listed)
+        signature = tuple((cid, found[cid][0]) for cid in listed if cid in found)
+        session = _session(request)
+        with self._lock:
+            if self._thumbs_sent.get(session) == signature:
+                return gr.skip()
+            self._thumbs_sent[session] = signature
+        return thumbnail_css({cid: data for cid, (_, data) in found.items()})
+
     def on_load(self, lang: str, request: gr.Request = None) -> dict[str, Any]:
-        self._queries.pop(_session(request), None)
+        with self._lock:
+            self._queries.pop(_session(request), None)
+            self._thumbs_sent.pop(_session(request), None)
         return self.sidebar(lang, None)
 
     def search(self, query: str, lang: str, selected: str | None, request: gr.Request = None) -> dict[str, Any]:
@@ -251,7 +278,8 @@ class ChatHandlers:
         self, conversation_id: str | None, lang: str, temperature: float, top_p: float, max_new_tokens: float,
         request: gr.Request = None,
     ) -> Iterator[ChatOutputs]:
-        """Answer the last question again (the previous answer is dropped)."""
+        """Answer the last question again with another (sampled) candidate; the previous answer stays above it as
+        a collapsed "earlier answer" bubble (stored, and in the export). See `ConversationService.regenerate`."""
         try:
             if not conversation_id:
                 raise ServiceError(t(lang, "no_conversation"))
@@ -319,6 +347,9 @@ class ChatHandlers:
                     if event.kind in ("done", "error"):
                         history = to_chatbot(self.service.history(conversation_id), lang)
                         yield history + self._queued_bubbles(session, lang)
+                        continue
+                    if event.kind == "restart":  # regenerate dropped a duplicate candidate and samples again
+                        history, answer = None, ""
                         continue
                     if history is None:  # first event: the user's turn and the empty answer are stored
                         view = self.service.history(conversation_id)
@@ -408,6 +439,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             search_box = gr.Textbox(placeholder=t(lang0, "search"), show_label=False, max_lines=1,
                                     elem_id="search")
             conversations = gr.Radio(choices=[], label=t(lang0, "history"), elem_id="conversations")
+            thumbs = gr.HTML("", elem_id="thumbs", js_on_load=None)  # a <style>: each row's thumbnail
             rename_box = gr.Textbox(label=t(lang0, "rename_label"), max_lines=1, elem_id="rename-box")
             rename_btn = gr.Button(t(lang0, "rename"), size="sm", elem_id="rename")
             id_box = gr.Textbox(label=t(lang0, "conversation_id"), interactive=False, max_lines=1,
@@ -420,29 +452,40 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
                     delete_no = gr.Button(t(lang0, "delete_no"), size="sm", elem_id="delete-no")
 
         header = gr.Markdown(f"## {t(lang0, 'title')}\n{t(lang0, 'subtitle')}")
-        chatbot = gr.Chatbot(label=t(lang0, "chatbot"), placeholder=t(lang0, "chat_placeholder"), height=520,
-                             elem_id="chatbot", buttons=["copy"], group_consecutive_messages=False)
-        notice = gr.Markdown("", elem_id="notice")
-        textbox = gr.MultimodalTextbox(
-            placeholder=t(lang0, "input_placeholder"), show_label=False, file_count="single",
-            sources=["upload"], stop_btn=True, submit_btn=True, autofocus=True, elem_id="question",
-        )
-        with gr.Row():
-            regen_btn = gr.Button(t(lang0, "regenerate"), size="sm", elem_id="regenerate")
-            edit_btn = gr.Button(t(lang0, "edit_last"), size="sm", elem_id="edit-last")
-            stop_btn = gr.Button(t(lang0, "stop"), size="sm", elem_id="stop")
-        examples = gr.Examples(_examples(lang0), inputs=[textbox], label=t(lang0, "examples"), examples_per_page=5)
-        with gr.Accordion(t(lang0, "settings"), open=False) as settings_panel:
-            temperature = gr.Slider(0.0, 2.0, value=temperature0, step=0.05, label=t(lang0, "temperature"))
-            top_p = gr.Slider(0.05, 1.0, value=top_p0, step=0.05, label=t(lang0, "top_p"))
-            max_new = gr.Slider(1, settings.max_new_tokens_limit, value=max_new0, step=1,
-                                label=t(lang0, "max_new_tokens"))
-            bands = gr.Textbox("", label=t(lang0, "bands"), placeholder="4,3,2", max_lines=1, elem_id="bands")
-        with gr.Accordion(t(lang0, "export"), open=False) as export_panel:
-            with gr.Row():
-                export_md = gr.Button(t(lang0, "export_md"), size="sm", elem_id="export-md")
-                export_json = gr.Button(t(lang0, "export_json"), size="sm", elem_id="export-json")
-            export_file = gr.File(label=t(lang0, "export_file"), visible=False, elem_id="export-file")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=420):
+                chatbot = gr.Chatbot(label=t(lang0, "chatbot"), placeholder=t(lang0, "chat_placeholder"),
+                                     height=520, elem_id="chatbot", buttons=["copy"],
+                                     group_consecutive_messages=False)
+                notice = gr.Markdown("", elem_id="notice")
+                textbox = gr.MultimodalTextbox(
+                    placeholder=t(lang0, "input_placeholder"), show_label=False, file_count="single",
+                    sources=["upload"], stop_btn=True, submit_btn=True, autofocus=True, elem_id="question",
+                )
+                with gr.Row():
+                    regen_btn = gr.Button(t(lang0, "regenerate"), size="sm", elem_id="regenerate")
+                    edit_btn = gr.Button(t(lang0, "edit_last"), size="sm", elem_id="edit-last")
+                    stop_btn = gr.Button(t(lang0, "stop"), size="sm", elem_id="stop")
+                examples = gr.Examples(_examples(lang0), inputs=[textbox], label=t(lang0, "examples"),
+                                       examples_per_page=5)
+                with gr.Accordion(t(lang0, "settings"), open=False) as settings_panel:
+                    temperature = gr.Slider(0.0, 2.0, value=temperature0, step=0.05, label=t(lang0, "temperature"),
+                                            info=t(lang0, "temperature_info"))
+                    top_p = gr.Slider(0.05, 1.0, value=top_p0, step=0.05, label=t(lang0, "top_p"))
+                    max_new = gr.Slider(1, settings.max_new_tokens_limit, value=max_new0, step=1,
+                                        label=t(lang0, "max_new_tokens"))
+                    bands = gr.Textbox("", label=t(lang0, "bands"), placeholder="4,3,2", max_lines=1,
+                                       elem_id="bands")
+                with gr.Accordion(t(lang0, "export"), open=False) as export_panel:
+                    with gr.Row():
+                        export_md = gr.Button(t(lang0, "export_md"), size="sm", elem_id="export-md")
+                        export_json = gr.Button(t(lang0, "export_json"), size="sm", elem_id="export-json")
+                        export_html = gr.Button(t(lang0, "export_html"), size="sm", elem_id="export-html")
+                    export_file = gr.File(label=t(lang0, "export_file"), visible=False, elem_id="export-file")
+            # beside the chat and everything under it, in view while the page scrolls (sticky within this row):
+            # the image under discussion, zoomable
+            with gr.Column(scale=2, min_width=300, elem_id="image-column"):
+                gr.HTML(IMAGE_PANE, js_on_load=IMAGE_PANE_JS, elem_id="image-pane", apply_default_css=False)
 
         # --- events ---------------------------------------------------------------------------------------------------
         chat_outputs = [chatbot, textbox, conversation, editing, conversations, id_box]
@@ -456,6 +499,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden", trigger_mode="multiple",
         )
         submit_event.then(h.after_turn, [conversation], [notice, rename_box], queue=False, api_visibility="private")
+        submit_event.then(h.thumbnails, None, thumbs, queue=False, api_visibility="private", show_progress="hidden")
         regen_event = regen_btn.click(
             h.regenerate, [conversation, lang, *gen_inputs], chat_outputs, api_name="regenerate",
             concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden",
@@ -483,6 +527,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         export_md.click(lambda c, lg: h.export(c, "md", lg), [conversation, lang], export_file, api_name="export_md")
         export_json.click(lambda c, lg: h.export(c, "json", lg), [conversation, lang], export_file,
                           api_name="export_json")
+        export_html.click(lambda c, lg: h.export(c, "html", lg), [conversation, lang], export_file,
+                          api_name="export_html")
 
         relabel: list[tuple[Any, str, str]] = [
             (new_btn, "value", "new"), (conversations, "label", "history"), (rename_box, "label", "rename_label"),
@@ -491,8 +537,10 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             (chatbot, "placeholder", "chat_placeholder"), (textbox, "placeholder", "input_placeholder"), (search_box, "placeholder", "search"),
             (regen_btn, "value", "regenerate"), (edit_btn, "value", "edit_last"), (stop_btn, "value", "stop"),
             (settings_panel, "label", "settings"), (temperature, "label", "temperature"),
+            (temperature, "info", "temperature_info"),
             (max_new, "label", "max_new_tokens"), (bands, "label", "bands"), (export_panel, "label", "export"), (export_md, "value", "export_md"),
-            (export_json, "value", "export_json"), (export_file, "label", "export_file"),
+            (export_json, "value", "export_json"), (export_html, "value", "export_html"),
+            (export_file, "label", "export_file"),
             (examples.dataset, "label", "examples"),
         ]
         components = list(dict.fromkeys(c for c, _, _ in relabel))
@@ -509,7 +557,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
 
         lang.change(switch_language, [lang, conversation], [*components, header, chatbot, conversations],
                     api_visibility="private")
-        demo.load(h.on_load, [lang], conversations, api_visibility="private")
+        demo.load(h.on_load, [lang], conversations, api_visibility="private").then(
+            h.thumbnails, None, thumbs, api_visibility="private", show_progress="hidden")
     return demo
 
 
@@ -528,4 +577,5 @@ def launch_options(settings: Settings) -> dict[str, Any]:
         "show_error": False,
         "quiet": True,
         "css": CSS,
+        "head": PAGE_HEAD,
     }

@@ -1,5 +1,6 @@
 """ConversationService over a real tiny model and a real SQLite store."""
 
+import json
 import threading
 
 import pytest
@@ -26,11 +27,13 @@ class RecordingBackend(ChatBackend):
     """Wraps the real backend and keeps every conversation it was asked to answer."""
 
     def __init__(self, inner, fail_after: int | None = None):
-        self.inner, self.fail_after, self.calls = inner, fail_after, []
+        self.inner, self.fail_after, self.calls, self.params = inner, fail_after, [], []
         self.model_name = inner.model_name
+        self.model_defaults = getattr(inner, "model_defaults", {})
 
     def stream(self, messages, params=None, cancel=None):
         self.calls.append(messages)
+        self.params.append(params)
         for i, chunk in enumerate(self.inner.stream(messages, params, cancel)):
             if self.fail_after is not None and i >= self.fail_after:
                 raise RuntimeError("GPU fell off the bus")
@@ -159,6 +162,45 @@ def test_regenerate_and_edit_last(backend, tmp_path, airplane_jpg):
     messages = service.history(conv.id).messages
     assert [m.text for m in messages][0] == "图中有飞机吗？" and messages[0].images
     assert recording.calls[-1][-1].text == "图中有飞机吗？" and len(recording.calls[-1][-1].images) == 1
+
+
+def test_regenerate_samples_another_candidate_and_keeps_the_earlier_answer(backend, tmp_path, airplane_jpg):
+    recording = RecordingBackend(backend)
+    service = make_service(recording, tmp_path)
+    conv = service.start(settings={"temperature": 0.0, "max_new_tokens": 12})  # the mini's greedy default
+    first = service.ask(conv.id, "这是什么？", image=airplane_jpg)
+    assert service.effective_params(service.history(conv.id), None).temperature == 0.0
+    candidates = {first.text}
+    for _ in range(3):
+        events = list(service.regenerate(conv.id))
+        assert events[-1].kind == "done" and events[-1].status == "complete"
+        candidates.add(events[-1].text)
+        params = recording.params[-1]
+        assert (params.temperature, params.top_p, params.do_sample) == (0.8, 0.9, True)
+    assert len(candidates) > 1, "sampling at 0.8 / 0.9 should not repeat the greedy answer every time"
+    view = service.history(conv.id)
+    assert [m.role for m in view.messages] == ["user", "assistant"]
+    question, current = view.messages
+    assert [a.text for a in question.alternatives][0] == first.text and len(question.alternatives) == 3
+    assert current.text not in {a.text for a in question.alternatives}  # a repeated candidate is sampled again
+    assert current.text == events[-1].text and all(a.question == "这是什么？" for a in question.alternatives)
+    assert service.history(conv.id).settings["temperature"] == 0.0  # the conversation's own setting is untouched
+    # a temperature the user chose is kept, and so is a top_p above the minimum
+    list(service.regenerate(conv.id, params=GenerationParams(temperature=0.3, top_p=0.95)))
+    assert (recording.params[-1].temperature, recording.params[-1].top_p) == (0.3, 0.95)
+
+
+def test_edit_keeps_the_earlier_answer_with_the_question_it_answered(backend, tmp_path, airplane_jpg):
+    service = make_service(backend, tmp_path)
+    conv = service.start()
+    old = service.ask(conv.id, "这是什么？", image=airplane_jpg, params=GREEDY)
+    list(service.edit_last(conv.id, "图中有飞机吗？", params=GREEDY))
+    question = service.history(conv.id).messages[0]
+    assert question.text == "图中有飞机吗？"
+    assert [(a.question, a.text) for a in question.alternatives] == [("这是什么？", old.text)]
+    assert "这是什么？" in service.export(conv.id, "md")
+    earlier = json.loads(service.export(conv.id, "json"))["messages"][0]["earlier_answers"]
+    assert [(e["question"], e["text"]) for e in earlier] == [("这是什么？", old.text)]
 
 
 def test_generation_settings_are_remembered_per_conversation(backend, tmp_path, airplane_jpg):

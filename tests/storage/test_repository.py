@@ -143,6 +143,72 @@ def test_exports(store, airplane_jpg):
     assert data["messages"][0]["images"][0]["sha256"] == image.sha256
 
 
+def test_an_answer_kept_as_alternative_stays_with_its_question_until_the_conversation_goes(store):
+    conv = store.create()
+    question = store.append_message(conv.id, "user", "图中有什么？")
+    answer = store.append_message(conv.id, "assistant", "几架飞机。", prompt_tokens=5, completion_tokens=4)
+    kept = store.keep_as_alternative(answer.id)
+    view = store.get(conv.id)
+    assert [m.id for m in view.messages] == [question.id]
+    assert [(a.id, a.question, a.text, a.status, a.completion_tokens) for a in view.messages[0].alternatives] == [
+        (kept.id, "图中有什么？", "几架飞机。", "complete", 4)]
+    with pytest.raises(NotFound):
+        store.keep_as_alternative(question.id)  # a question is no answer
+    store.delete(conv.id)
+    from sqlalchemy import func, select
+
+    from storage.models import AnswerAlternative
+    with store.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(AnswerAlternative)) == 0
+
+
+def test_a_database_of_the_schema_before_alternatives_opens_and_gains_them(database_url, tmp_path):
+    """Databases made before earlier answers were kept have no answer_alternative table: opening one creates it
+    and keeps every stored row."""
+    from sqlalchemy import create_engine, inspect
+
+    from storage.models import Base
+    engine = create_engine(database_url)
+    old_tables = [t for t in Base.metadata.sorted_tables if t.name != "answer_alternative"]
+    Base.metadata.create_all(engine, tables=old_tables)
+    with engine.begin() as conn:
+        conn.execute(old_tables[0].insert().values(id="c" * 32, title="旧对话", settings={}))  # conversation
+    assert "answer_alternative" not in inspect(engine).get_table_names()
+    engine.dispose()
+    store = ConversationStore(database_url, tmp_path / "images")
+    try:
+        assert [c.title for c in store.list()] == ["旧对话"]
+        store.append_message("c" * 32, "user", "图中有什么？")
+        answer = store.append_message("c" * 32, "assistant", "几架飞机。")
+        store.keep_as_alternative(answer.id)
+        assert store.get("c" * 32).messages[0].alternatives[0].text == "几架飞机。"
+    finally:
+        store.close()
+
+
+def test_thumbnails_are_made_once_from_the_stored_image_and_go_with_it(store, airplane_jpg, harbor_jpg):
+    from io import BytesIO
+
+    from PIL import Image
+
+    first, second, empty = store.create(), store.create(), store.create()
+    airplane, harbor = store.add_image(airplane_jpg), store.add_image(harbor_jpg)
+    store.append_message(first.id, "user", "a", images=[airplane])
+    store.append_message(first.id, "user", "b", images=[harbor])
+    store.append_message(second.id, "user", "c", images=[harbor])
+    found = store.first_images([first.id, second.id, empty.id])
+    assert {k: v.sha256 for k, v in found.items()} == {first.id: airplane.sha256, second.id: harbor.sha256}
+    data = store.thumbnail(airplane)
+    assert Image.open(BytesIO(data)).size == (64, 64)
+    made = store.thumbnails.path(airplane.sha256)
+    made.write_bytes(b"kept")  # the second request reads the file made by the first one
+    assert store.thumbnail(airplane) == b"kept"
+    made.write_bytes(data)
+    store.delete(first.id)  # its airplane image is used nowhere else: image and thumbnail go
+    assert not airplane.path.exists() and not made.exists()
+    assert store.thumbnail(harbor) and store.thumbnails.path(harbor.sha256).exists()
+
+
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
     store = ConversationStore(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "images")
     from sqlalchemy import text

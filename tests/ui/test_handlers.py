@@ -135,14 +135,24 @@ def test_cancelled_handler_keeps_the_partial_answer(endless):
     assert answer.status == "interrupted" and answer.text.count("遥感") >= 3
 
 
-def test_regenerate_replaces_the_last_answer(handlers):
-    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+def test_regenerate_gives_a_new_answer_and_keeps_the_earlier_one_in_view(handlers):
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]  # slider at 0: greedy
     old = handlers.service.history(conversation_id).messages[-1]
     outs = list(handlers.regenerate(conversation_id, *GEN))
     view = handlers.service.history(conversation_id)
     assert len(view.messages) == 2 and view.messages[-1].created_at > old.created_at  # SQLite may reuse the id
     assert view.messages[-1].status == "complete"
-    assert outs[-1][0] == to_chatbot(view, "zh")
+    assert [a.text for a in view.messages[0].alternatives] == [old.text]
+    chat = outs[-1][0]
+    assert chat == to_chatbot(view, "zh") and len(chat) == 3
+    earlier = chat[1]
+    assert earlier["role"] == "assistant" and earlier["content"] == old.text
+    assert earlier["metadata"] == {"title": "较早的回答 1/2（点击展开）", "status": "done"}  # collapsed
+    assert chat[2]["content"] == [view.messages[-1].text]
+    # while the next answer streams in, both earlier ones are shown above it
+    streaming = list(handlers.regenerate(conversation_id, *GEN))[0][0]
+    assert len(streaming) == 4 and [b.get("metadata", {}).get("title") for b in streaming[1:3]] == [
+        "较早的回答 1/3（点击展开）", "较早的回答 2/3（点击展开）"]
 
 
 def test_regenerate_without_a_conversation_says_so(handlers):
@@ -199,14 +209,33 @@ def test_rename_and_delete(handlers):
     assert not image.exists()
 
 
-def test_export_markdown_and_json(handlers):
+def test_export_markdown_json_and_html_are_self_contained(handlers, tmp_path):
+    import base64
+    import re
+
     conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
-    markdown = handlers.export(conversation_id, "md", "zh")
-    assert markdown["visible"] is True
-    text = open(markdown["value"], encoding="utf-8").read()
-    assert "这张遥感图像展现了什么场景？" in text and "![" in text
-    data = json.loads(open(handlers.export(conversation_id, "json", "zh")["value"], encoding="utf-8").read())
+    list(handlers.regenerate(conversation_id, *GEN))
+    view = handlers.service.history(conversation_id)
+    image = view.messages[0].images[0]
+    stored = image.path.read_bytes()
+    earlier, current = view.messages[0].alternatives[0].text, view.messages[1].text
+    exported = {}
+    for fmt in ("md", "json", "html"):
+        update = handlers.export(conversation_id, fmt, "zh")
+        assert update["visible"] is True and update["value"].endswith("." + fmt)
+        exported[fmt] = open(update["value"], encoding="utf-8").read()
+        assert str(image.path.parent) not in exported[fmt], f"{fmt} refers to this machine's image folder"
+    image.path.unlink()  # "another machine": the exports still hold the image
+    for fmt in ("md", "html"):
+        uris = re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", exported[fmt])
+        assert [base64.b64decode(u) for u in uris] == [stored], fmt
+        assert "这张遥感图像展现了什么场景？" in exported[fmt] and "较早的回答" in exported[fmt]
+    assert current in exported["md"] and earlier in exported["md"]
+    assert exported["html"].startswith("<!doctype html>") and "<script" not in exported["html"]
+    data = json.loads(exported["json"])
     assert data["id"] == conversation_id and len(data["messages"]) == 2
+    assert base64.b64decode(data["messages"][0]["images"][0]["data"]) == stored
+    assert data["messages"][0]["earlier_answers"][0]["text"] == earlier and data["messages"][1]["text"] == current
 
 
 @pytest.mark.parametrize("fmt, suffix", [("BMP", "bmp"), ("WEBP", "webp"), ("PNG", "png"), ("TIFF", "tif")])
@@ -309,6 +338,19 @@ def test_history_titles_say_the_scene_and_the_question(scripted):
     scripted.rename(harbor, "我的港口", "zh")
     list(scripted.regenerate(harbor, *GEN))  # a title the user chose is kept
     assert scripted.service.history(harbor).title == "我的港口"
+
+
+def test_regenerate_samples_again_when_the_candidate_repeats_an_earlier_answer(ui_settings, tmp_path):
+    backend = ScriptedBackend(["这是一个机场。", "这是一个机场。", "图中是机场，停着几架飞机。"])
+    handlers = ChatHandlers(make_service(backend, ui_settings), ui_settings, export_dir=tmp_path / "export")
+    conversation_id = ask(handlers, "这张遥感图像展现了什么场景？", [AIRPLANE])[-1][2]
+    outs = list(handlers.regenerate(conversation_id, *GEN))
+    view = handlers.service.history(conversation_id)
+    assert [m.text for m in view.messages if m.role == "assistant"] == ["图中是机场，停着几架飞机。"]
+    assert [a.text for a in view.messages[0].alternatives] == ["这是一个机场。"]  # the repeat was not stored twice
+    shown = [last_bubble_text(out[0]) for out in outs]
+    assert "图中是机" in shown and not any("机场。图中" in text for text in shown)  # the next one starts afresh
+    assert outs[-1][0] == to_chatbot(view, "zh") and outs[-1][0][1]["content"] == "这是一个机场。"
 
 
 def test_history_search_finds_titles_questions_and_answers(scripted):
