@@ -3,29 +3,18 @@ a cancelled request leaves the others intact, a full queue refuses new requests 
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from model_adapter import BackendBusy, ChatMessage, GenerationParams, load_backend, load_image
 
 GREEDY = GenerationParams(max_new_tokens=12, do_sample=False)
-MINI = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
 QUESTIONS = ["这张遥感图像展现了什么场景？", "图中有多少架飞机？", "Describe the image.", "有没有道路？", "你好"]
 
 
 @pytest.fixture(scope="module")
 def images(airplane_jpg, harbor_jpg):
     return [load_image(airplane_jpg), load_image(harbor_jpg)]
-
-
-@pytest.fixture(scope="module", params=["glm4v", "qwen2_5_vl", "mini"])
-def model_dir(request):
-    if request.param == "mini":
-        if not (MINI / "model.safetensors").exists():
-            pytest.skip("shipped mini model absent")
-        return MINI
-    return request.getfixturevalue(f"tiny_{request.param}_dir")
 
 
 def _conversations(images):

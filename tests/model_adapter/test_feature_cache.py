@@ -1,24 +1,11 @@
 """Vision features are computed once per image: follow-up turns reuse them and answer exactly as without the cache."""
 
-from pathlib import Path
-
-import pytest
 import torch
 
 from model_adapter import ChatMessage, GenerationParams, load_backend, load_image
 from model_adapter.feature_cache import FeatureCache
 
 GREEDY = GenerationParams(max_new_tokens=12, do_sample=False)
-MINI = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
-
-
-@pytest.fixture(scope="module", params=["glm4v", "qwen2_5_vl", "mini"])
-def model_dir(request):
-    if request.param == "mini":
-        if not (MINI / "model.safetensors").exists():
-            pytest.skip("shipped mini model absent")
-        return MINI
-    return request.getfixturevalue(f"tiny_{request.param}_dir")
 
 
 def test_follow_up_turns_reuse_the_features_and_answer_as_without_cache(model_dir, airplane_jpg, harbor_jpg):
