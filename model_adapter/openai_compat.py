@@ -128,6 +128,8 @@ class OpenAIBackend(ChatBackend):
         self.overrides = dict(generation_overrides or {})
         self.image_format = image_format
         self.max_concurrency = max_concurrency
+        # the remote server (vLLM) batches by itself: callers may send this many requests at once
+        self.max_concurrent = max(1, max_concurrency)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIBackend:

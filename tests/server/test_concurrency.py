@@ -164,3 +164,29 @@ def test_a_full_backend_queue_is_503_before_any_stream_header(tiny_glm4v_dir, se
         assert in_progress(running) == 0
         assert answer(client, requests[0], stream=True) == expected
     backend.close()
+
+
+def test_a_server_in_front_of_an_openai_compatible_backend_forwards_concurrent_requests(
+        backend, server_settings, airplane_jpg, harbor_jpg):
+    """RemoteGLM's API over the `openai` backend (a vLLM-style remote server, here another RemoteGLM API on the tiny
+    GLM-4V): the remote server batches, so requests are forwarded together, up to the backend's max_concurrency."""
+    from model_adapter.openai_compat import OpenAIBackend
+
+    requests = asks(airplane_jpg, harbor_jpg, 3)
+    with RunningServer(create_app(backend, server_settings)) as remote:
+        proxy_backend = OpenAIBackend(remote.url, model="remoteglm", max_concurrency=3)
+        assert proxy_backend.max_concurrent == 3
+        with RunningServer(create_app(proxy_backend, server_settings)) as front:
+            client = OpenAI(base_url=front.url, api_key="EMPTY", max_retries=0)
+            expected = [answer(client, ask, stream=False) for ask in requests]
+            held = Held(backend)
+            results: dict[int, str] = {}
+            threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, answer(client, requests[i], i % 2)))
+                       for i in range(3)]
+            for t in threads:
+                t.start()
+            wait_for(lambda: in_progress(remote) == 3)  # all three reached the remote model at once
+            held.release()
+            for t in threads:
+                t.join(60)
+            assert [results[i] for i in range(3)] == expected
