@@ -194,7 +194,7 @@ def write_geotiff(result: LandUseMap, path: str | Path) -> Path:
     }
     if result.transform:
         a, b, c, d, e, f = result.transform
-        profile["transform"] = Affine(a, b, c, d, e, f) * Affine.scale(result.tile_px)
+        profile["transform"] = Affine(a, b, c, d, e, f) @ Affine.scale(result.tile_px)
         profile["crs"] = result.crs
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(grid, 1)
