@@ -30,6 +30,7 @@ from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
 from ui.chat_view import (conversation_choices, error_bubble, example_files, export_filename, queued_bubble,
                           thinking_bubble, to_chatbot)
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
+from ui.landuse import add_landuse_panel
 
 log = logging.getLogger(__name__)
 
@@ -443,6 +444,7 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
                 export_md = gr.Button(t(lang0, "export_md"), size="sm", elem_id="export-md")
                 export_json = gr.Button(t(lang0, "export_json"), size="sm", elem_id="export-json")
             export_file = gr.File(label=t(lang0, "export_file"), visible=False, elem_id="export-file")
+        add_landuse_panel(service, chatbot, conversation, lang, bands, h.refresh)  # 分块分析: ui/landuse.py
 
         # --- events ---------------------------------------------------------------------------------------------------
         chat_outputs = [chatbot, textbox, conversation, editing, conversations, id_box]
