@@ -111,6 +111,27 @@ def follow_up(store: ConversationStore, conversation_id: str, text: str, lang: s
     return MapAnswer(answer, highlight, cls)
 
 
+AGENT_KEY = "landuse_agent"
+
+
+def agent_map_text(store: ConversationStore, conversation_id: str, scene_key: str, scene_path: Path, classifier,
+                   gsd: float | None = None, question: str = "", lang: str = "zh") -> str:
+    """What the agent's land-use tool returns: the summary of the map of the conversation's current scene
+    (computed once per scene and kept in the settings under "landuse_agent", JSON only), and, for a where / area
+    question, the answer from the map."""
+    entry = store.get(conversation_id).settings.get(AGENT_KEY) or {}
+    if entry.get("scene") == scene_key:
+        result = LandUseMap.from_dict(entry["map"])
+    else:
+        result = analyze_scene(scene_path, classifier, gsd=gsd, source_name=scene_path.name)
+        conv = store.get(conversation_id)
+        store.update_settings(conversation_id, {**conv.settings, AGENT_KEY: {"scene": scene_key,
+                                                                             "map": result.to_dict()}})
+    text = result.summary(lang)
+    answered = answer_from_map(result, question, lang) if question else None
+    return text + ("\n" + answered[0] if answered else "")
+
+
 _CLASSIFIERS: dict[int, object] = {}
 _CLASSIFIERS_LOCK = threading.Lock()
 
@@ -163,5 +184,5 @@ def tile_crop(stored: StoredMap, x: float, y: float, view_coords: bool = True) -
         return view.convert("RGB").crop(box), caption
 
 
-__all__ = ["MapAnswer", "StoredMap", "classifier_for", "export_files", "follow_up", "load_map", "run_analysis", "store_map", "tile_crop",
+__all__ = ["MapAnswer", "StoredMap", "agent_map_text", "classifier_for", "export_files", "follow_up", "load_map", "run_analysis", "store_map", "tile_crop",
            "SETTINGS_KEY"]
