@@ -27,6 +27,9 @@ from model_adapter.mini.processing_remoteglm_mini import IMAGE_MEAN, IMAGE_STD
 
 HEAD = "ucm"
 INPUT_SIZE = 128  # the processor's resize target
+# Images (tiles x test-time views) through the ResNet at once on CPU: bounds activation memory whatever the batch
+# size (a GPU takes 8192).
+MAX_VIEWS = 160
 
 
 class SceneClassifierError(RuntimeError):
@@ -47,6 +50,7 @@ class SceneClassifier:
         self.vision = vision.eval()
         self.device = torch.device(device)
         self.tta = tta
+        self.max_views = MAX_VIEWS if self.device.type == "cpu" else 8192
         self._mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
 
@@ -91,11 +95,23 @@ class SceneClassifier:
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self._mean) / self._std
 
-    @torch.inference_mode()
+    @property
+    def views(self) -> int:
+        """Test-time views per tile: 20 (4 rotations x 5 crops) or 8 (dihedral) with TTA, else 1."""
+        if not self.tta:
+            return 1
+        return 20 if self.vision.scene_crop else 8
+
     def classify(self, tiles: np.ndarray | Sequence[Image.Image]) -> np.ndarray:
-        """Scene probabilities over `classes` for a batch of tiles: (B, len(classes)) float32."""
+        """Scene probabilities over `classes` for a batch of tiles: (B, len(classes)) float32. Large batches go
+        through the network in chunks of at most `max_views` images."""
         if len(tiles) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
+        step = max(1, self.max_views // self.views)
+        return np.concatenate([self._classify(tiles[i : i + step]) for i in range(0, len(tiles), step)])
+
+    @torch.inference_mode()
+    def _classify(self, tiles: np.ndarray | Sequence[Image.Image]) -> np.ndarray:
         x = self.pixel_values(tiles).to(self.device, next(self.vision.parameters()).dtype)
         if not self.tta:
             logits = self.vision.forward_view(x)[2]

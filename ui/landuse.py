@@ -196,7 +196,7 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
     cancel_btn.click(lambda request=None: h.cancel(session_of(request)), None, None, queue=False,
                      api_visibility="private")
     for trigger in (ask_btn.click, question.submit):
-        trigger(ask, [question, conversation, lang], [chatbot, overlay, notice], api_name=False)
+        trigger(ask, [question, conversation, lang], [chatbot, overlay, notice], api_visibility="private")
     overlay.select(click, [conversation, lang], [chatbot, notice], api_visibility="private",
                    concurrency_id="generate", concurrency_limit=1)
 
