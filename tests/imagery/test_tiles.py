@@ -90,3 +90,35 @@ def test_corrupt_and_missing_files_are_clear_messages(tmp_path, tiles):
     with pytest.raises(ImageError, match="corrupt"):
         with open_scene(junk):
             pass
+
+
+def test_reads_are_windows_never_the_whole_raster(tmp_path, tiles, monkeypatch):
+    """Every read is a tile window or a decimated view bounded in pixels, whatever the scene's size."""
+    from imagery.tiles import Scene
+
+    image = np.tile(mosaic([["airplane", "harbor"], ["forest", "beach"]], tiles), (3, 3, 1))  # 1536 x 1536
+    path = write_geotiff(tmp_path / "big.tif", image.astype(np.uint16) * 4, nodata=None)  # 16-bit: stretch read too
+    reads = []
+    original = Scene._read
+
+    def recording(self, window, shape, resampling):
+        reads.append((window, shape))
+        return original(self, window, shape, resampling)
+
+    monkeypatch.setattr(Scene, "_read", recording)
+    monkeypatch.setattr("imagery.tiles.STATS_PIXELS", 256 * 256)  # so the decimated stats read is smaller too
+    with open_scene(path) as scene:
+        grid = scene.grid()
+        for row, col in grid.cells():
+            scene.read_tile(grid, row, col)
+        scene.overview(max_pixels=128 * 128)
+    assert len(reads) == 1 + 36 + 1  # stretch statistics, every tile once, the overview
+    assert all(h * w <= 256 * 256 for _, (h, w) in reads)
+    assert all(window is not None and window[2] * window[3] <= 256 * 256 for window, _ in reads[1:-1])
+
+
+def test_scene_bytes_open_like_a_file(tmp_path, tiles):
+    data = write_geotiff(tmp_path / "a.tif", mosaic([["airplane", "harbor"]], tiles)).read_bytes()
+    with open_scene(data) as scene:
+        assert scene.info.crs == "EPSG:32650" and scene.grid().cols == 2
+        assert np.array_equal(scene.read_tile(scene.grid(), 0, 1).pixels, tiles["harbor"])
