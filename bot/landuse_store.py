@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.landuse import LandUseMap, analyze_scene, answer_from_map, scene_name
+from bot.landuse import LandUseMap, analyze_scene, answer_from_map
 from bot.landuse_export import png_bytes, render_overlay
 from imagery.tiles import SceneSource, open_scene
 from storage import ConversationStore, ImageRef
@@ -159,20 +159,17 @@ def export_files(stored: StoredMap, directory: str | Path, stem: str = "landuse"
             write_geotiff(stored.result, directory / f"{stem}.tif")]
 
 
-def tile_crop(stored: StoredMap, x: float, y: float, view_coords: bool = True) -> tuple[Image.Image, str] | None:
-    """The tile under a click: (crop, caption). `x, y` are on the stored view (or scene pixels with
-    view_coords=False). The crop comes from the scene at full resolution when its file is still there, else from
+def tile_crop(stored: StoredMap, x: float, y: float, view_coords: bool = True,
+              lang: str = "zh") -> tuple[Image.Image, str] | None:
+    """The tile under a click: (crop, caption naming its row and column). `x, y` are on the stored view (or scene
+    pixels with view_coords=False). The crop comes from the scene at full resolution when its file is still there, else from
     the stored view."""
     result = stored.result
     scale = result.width / stored.view.width if view_coords else 1.0
     tile = result.tile_at(x * scale, y * scale)
     if tile is None:
         return None
-    if tile.cls:
-        label = f"{scene_name(tile.cls, 'zh')} / {scene_name(tile.cls, 'en')} {tile.prob:.0%}"
-    else:
-        label = "无数据 / no data" if tile.status == "nodata" else "未分析 / not analysed"
-    caption = f"第{tile.row + 1}行第{tile.col + 1}列 (row {tile.row + 1}, col {tile.col + 1}): {label}"
+    caption = (f"第{tile.row + 1}行第{tile.col + 1}列" if lang == "zh" else f"row {tile.row + 1}, column {tile.col + 1}")
     if stored.source and Path(stored.source).is_file():
         with open_scene(stored.source, result.bands) as scene:
             return scene.crop(tile.window), caption

@@ -21,7 +21,9 @@ from imagery.errors import ImageError
 from model_adapter.scene_classifier import SceneClassifierError
 
 USER_ERRORS = (ImageError, ServiceError, NotFound, StorageError, SceneClassifierError)
-TILE_QUESTION = {"zh": "请描述这个分块。", "en": "Describe this tile."}
+# The question a click asks about a tile: the mini's trained phrasing (a longer one with the tile's row and column
+# got garbled answers from it); the row and column go into the notice.
+TILE_QUESTION = {"zh": "请描述这张遥感图像。", "en": "Describe this remote-sensing image."}
 TEXT = {
     "zh": {
         "panel": "分块分析（大幅影像 / GeoTIFF）", "file": "大幅影像或 GeoTIFF", "gsd": "地面分辨率（米/像素，无地理参考时填写，可空）",
@@ -30,6 +32,7 @@ TEXT = {
         "no_map": "此对话还没有分块地图，请先进行分块分析。", "not_map_question": "地图只能回答某类地物在哪里、占多大面积，例如：哪里有储罐？",
         "progress": "分块分析", "cancelled": "已取消，保留已完成的分块。", "bad_gsd": "地面分辨率应为正数（米/像素）。",
         "cli_usage": "用法：/tiles 影像路径 [--gsd 米每像素]", "cli_saved": "已导出：",
+        "asked_tile": "已就{tile}的分块向模型提问。",
     },
     "en": {
         "panel": "Tile analysis (large image / GeoTIFF)", "file": "Large image or GeoTIFF",
@@ -42,6 +45,7 @@ TEXT = {
         "progress": "Tile analysis", "cancelled": "Cancelled; the finished tiles are kept.",
         "bad_gsd": "The ground resolution must be a positive number (m/px).",
         "cli_usage": "usage: /tiles IMAGE_PATH [--gsd METRES_PER_PIXEL]", "cli_saved": "Exported: ",
+        "asked_tile": "Asked the model about the tile at {tile}.",
     },
 }
 
@@ -129,20 +133,20 @@ class LandUseHandlers:
             conversation_id) else None
         if stored is None:
             return tr(lang, "no_map")
-        found = tile_crop(stored, x, y)
+        lang = lang if lang in TILE_QUESTION else "zh"
+        found = tile_crop(stored, x, y, lang=lang)
         if found is None:
             return ""
         crop, caption = found
         from bot.landuse_export import png_bytes
 
         try:
-            for _ in self.service.send(conversation_id, f"{TILE_QUESTION[lang if lang in TILE_QUESTION else 'zh']}"
-                                       f"（{caption}）", image=png_bytes(crop), image_name="tile.png",
-                                       streaming=False):
+            for _ in self.service.send(conversation_id, TILE_QUESTION[lang], image=png_bytes(crop),
+                                       image_name="tile.png", streaming=False):
                 pass
         except USER_ERRORS as exc:
             return str(exc)
-        return ""
+        return tr(lang, "asked_tile").format(tile=caption)
 
     def _exists(self, conversation_id: str) -> bool:
         try:
@@ -171,10 +175,19 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
         highlight, notice = h.ask_map(text or "", conv, code)
         return refresh(conv, code), gr.skip() if highlight is None else highlight, notice
 
+    def cancel(request: gr.Request = None) -> None:
+        h.cancel(session_of(request))
+
     def click(conv, code, evt: gr.SelectData):
         x, y = evt.index
         notice = h.ask_tile(x, y, conv, code)
         return refresh(conv, code), notice
+
+    # Gradio injects the request / the click by annotation; this module's annotations are strings naming a local
+    # import it cannot resolve, so they are given as the classes themselves.
+    run.__annotations__["request"] = gr.Request
+    click.__annotations__["evt"] = gr.SelectData
+    cancel.__annotations__["request"] = gr.Request
 
     with gr.Accordion(tr(lang0, "panel"), open=False, elem_id="landuse-panel"):
         with gr.Row():
@@ -193,8 +206,7 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
 
     run_btn.click(run, [upload, gsd, conversation, lang, bands], [chatbot, conversation, overlay, files, notice],
                   api_name="landuse", concurrency_id="generate", concurrency_limit=1)
-    cancel_btn.click(lambda request=None: h.cancel(session_of(request)), None, None, queue=False,
-                     api_visibility="private")
+    cancel_btn.click(cancel, None, None, queue=False, api_visibility="private")
     for trigger in (ask_btn.click, question.submit):
         trigger(ask, [question, conversation, lang], [chatbot, overlay, notice], api_visibility="private")
     overlay.select(click, [conversation, lang], [chatbot, notice], api_visibility="private",

@@ -43,9 +43,14 @@ def test_analyze_posts_the_map_into_the_chat_and_exports_files(service, scene_pn
     answer = service.history(conv).messages[-1]
     assert "储罐" in answer.text and answer.images  # the highlight is stored with the answer
 
-    assert h.ask_tile(10, 10, conv, "zh") == ""  # a click on the top-left tile asks the chat model about it
+    # a click on the top-left tile asks the chat model about that tile
+    assert h.ask_tile(10, 10, conv, "zh") == "已就第1行第1列的分块向模型提问。"
     asked, answered = service.history(conv).messages[-2:]
-    assert "第1行第1列" in asked.text and asked.images[0].width == 256 and answered.role == "assistant"
+    assert asked.images[0].width == 256 and answered.role == "assistant" and answered.status == "complete"
+    from bot.landuse_store import load_map, tile_crop
+
+    crop, _ = tile_crop(load_map(service.store, conv), 10, 10)
+    assert asked.images[0].path.read_bytes() == __import__("bot.landuse_export").landuse_export.png_bytes(crop)
 
 
 def test_bad_input_is_a_notice_and_creates_nothing(service, tmp_path):
