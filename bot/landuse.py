@@ -14,7 +14,6 @@ drawing and exports are in `bot/landuse_export.py`, storage with a conversation 
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence

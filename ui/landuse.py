@@ -127,6 +127,13 @@ class LandUseHandlers:
         store.append_message(conversation_id, "assistant", answer.text, images)
         return answer.highlight, ""
 
+    def overlay_of(self, conversation_id: str | None) -> str | None:
+        """The stored overlay of a conversation's map (shown again when the conversation is reopened), or None."""
+        if not conversation_id or not self._exists(conversation_id):
+            return None
+        stored = load_map(self.service.store, conversation_id)
+        return str(stored.overlay.path) if stored else None
+
     def ask_tile(self, x: float, y: float, conversation_id: str | None, lang: str = "zh") -> str:
         """A click at (x, y) on the overlay: the tile's crop goes to the chat model with a question; -> notice."""
         stored = load_map(self.service.store, conversation_id) if conversation_id and self._exists(
@@ -211,6 +218,8 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
         trigger(ask, [question, conversation, lang], [chatbot, overlay, notice], api_visibility="private")
     overlay.select(click, [conversation, lang], [chatbot, notice], api_visibility="private",
                    concurrency_id="generate", concurrency_limit=1)
+    # Opening another conversation (sidebar, new, delete) shows its stored map, or none, without recomputing.
+    conversation.change(h.overlay_of, [conversation], overlay, api_visibility="private", queue=False)
 
 
 # --- terminal chat ---------------------------------------------------------------------------------------------------

@@ -66,6 +66,13 @@ def test_tile_analysis_ask_the_map_and_click_a_tile_in_the_browser(ui_backend, t
             asked = service.history(conv).messages[4]
             assert asked.role == "user" and asked.images[0].width == 256
             page.locator("#landuse-notice").get_by_text("已就第1行第1列的分块向模型提问").wait_for(timeout=10_000)
+
+            # a new conversation has no map; reopening this one shows its stored map again
+            page.locator("#new-conversation").click()
+            page.locator("#landuse-map img").wait_for(state="detached", timeout=10_000)
+            page.locator("#conversations").get_by_text("分块分析 port.tif").click()
+            page.locator("#landuse-map img").wait_for(timeout=10_000)
+            assert "共 4 个分块" in page.locator("#chatbot").inner_text()
             browser.close()
     finally:
         demo.close()

@@ -38,6 +38,9 @@ def test_analyze_posts_the_map_into_the_chat_and_exports_files(service, scene_pn
     with rasterio.open(next(p for p in files if p.endswith(".tif"))) as ds:
         assert ds.read(1).shape == (2, 2)
 
+    assert h.overlay_of(conv) == overlay  # what the panel shows again when the conversation is reopened
+    assert h.overlay_of(service.start().id) is None
+
     highlight, notice = h.ask_map("哪里有储罐？", conv, "zh")
     assert notice == "" and highlight is not None
     answer = service.history(conv).messages[-1]
