@@ -257,6 +257,8 @@ def analyze_scene(
                 if len(batch) >= batch_size:
                     flush()
             flush()
+            if progress and not batch and result.tiles[-1].status == "nodata":
+                progress(done, total)  # the last tiles were nodata: no batch reported the end
         except AnalysisCancelled:
             for tile, _ in batch:
                 tile.status = "pending"

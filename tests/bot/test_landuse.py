@@ -126,6 +126,12 @@ def test_cancel_keeps_the_finished_tiles(scene, classifier):
     assert "已取消" in result.summary("zh")
 
 
+def test_progress_reaches_the_total_when_the_last_tile_is_nodata(scene, classifier):
+    seen = []
+    analyze_scene(scene, classifier, batch_size=4, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(4, 9), (8, 9), (9, 9)]  # two batches of 4 classified tiles, then the nodata tile at the end
+
+
 def test_where_and_area_follow_ups_answer_from_the_map(result):
     assert find_classes("哪里有储罐？") == ["storagetanks"] and find_classes("港口占多大面积？") == ["harbor"]
     answer, cls = answer_from_map(result, "哪里有储罐？", "zh")
