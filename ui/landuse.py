@@ -96,7 +96,9 @@ class LandUseHandlers:
             classifier = classifier_for(self.service.backend)
             if not conversation_id or not self._exists(conversation_id):
                 conversation_id = created = self.service.start().id
-            report = (lambda done, total: progress((done, total), desc=tr(lang, "progress"))) if progress else None
+            # NOTE: `if progress` would be False for a gr.Progress (it has a __len__, 0 before it tracks anything)
+            report = None if progress is None else (
+                lambda done, total: progress((done, total), desc=tr(lang, "progress")))
             stored, summary = run_analysis(self.service.store, conversation_id, Path(file), classifier, gsd=gsd_m,
                                            bands=bands or None, lang=lang, progress=report,
                                            cancel=self._cancel_flag(session), source_name=Path(file).name)

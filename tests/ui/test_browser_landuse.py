@@ -76,3 +76,38 @@ def test_tile_analysis_ask_the_map_and_click_a_tile_in_the_browser(ui_backend, t
             browser.close()
     finally:
         demo.close()
+
+
+def test_cancel_in_the_browser_keeps_the_finished_tiles(ui_backend, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from bot.landuse_store import load_map
+    from tests.mosaics import fixture_tiles
+
+    keys = list(fixture_tiles())
+    layout = [[keys[(r + c) % len(keys)] for c in range(12)] for r in range(12)]  # 144 tiles: many seconds of work
+    scene = write_geotiff(tmp_path / "big.tif", mosaic(layout))
+    settings = Settings(data_dir=tmp_path / "data", max_new_tokens=8, port=free_port())
+    service = make_service(ui_backend, settings)
+    demo = build_demo(service, settings)
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, **launch_options(settings))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(f"http://127.0.0.1:{settings.port}/")
+            page.get_by_text("分块分析（大幅影像 / GeoTIFF）").click()
+            page.locator("#landuse-file input[type=file]").set_input_files(str(scene))
+            page.wait_for_timeout(1000)
+            page.locator("#landuse-run").click()
+            panel = page.locator("#landuse-panel")
+            wait_for(lambda: "/144" in panel.inner_text())  # the progress bar: "32/144 steps 分块分析 - 22.2%"
+            page.locator("#landuse-cancel").click()
+            page.locator("#landuse-notice").get_by_text("已取消，保留已完成的分块").wait_for(timeout=60_000)
+            stored = load_map(service.store, service.conversations()[0].id)
+            counts = stored.result.counts()
+            assert stored.result.cancelled and counts["classified"] >= 32 and counts["pending"] > 0
+            browser.close()
+    finally:
+        demo.close()
