@@ -4,7 +4,8 @@ Questions one model call cannot answer (a 6000 x 6000 scene, "哪几块区域有
 are planned by any tool-calling chat model (`AgentSettings.planner_*`: an OpenAI-compatible endpoint, e.g. vLLM
 serving Qwen2.5-Instruct, or any `init_chat_model` name) built with LangChain's `create_agent`. Its tools work on
 the conversation's latest image: `image_info`, `ask_image` (whole view or a box), `zoom` (set / reset the view),
-`ask_tiles` (split the view into tiles and ask each). RemoteGLM itself is the `ChatBackend` from settings.
+`ask_tiles` (split the view into tiles and ask each), `land_use_map` (a land-use class per tile of the whole
+scene, `bot/landuse.py`). RemoteGLM itself is the `ChatBackend` from settings.
 
 Turns are stored like any conversation (user message with its image, assistant answer), so they appear in the web
 chat's sidebar. The planner's own thread (questions, tool calls, tool results, answers) is kept by a LangGraph
@@ -523,7 +524,24 @@ class RemoteSensingAgent:
             lines += [f"[r{r}c{c}] {agent._where(state, box)}: {answer}" for (r, c, box), answer in zip(grid, answers)]
             return "\n".join(lines)
 
-        tools = [image_info, ask_image, zoom, ask_tiles]
+        @tool(parse_docstring=True)
+        def land_use_map(runtime: ToolRuntime[AgentContext], question: str = "") -> str:
+            """Classify every ~77 m tile of the whole scene into 21 land-use classes (a batched scene classifier,
+            no text generation) and return the class shares; with a question such as "哪里有储罐？" or
+            "港口占多大面积？", also the tiles or the area of that class. Computed once per scene.
+
+            Args:
+                question: Optional where / area question about one land-use class.
+            """
+            from bot.landuse_store import agent_map_text, classifier_for
+
+            state, _ = agent.scene(runtime.context.conversation_id)
+            geo = state.metadata.get("geo") or {}
+            gsd = sum(geo["pixel_size"]) / 2 if geo.get("model_type") == "projected" else None  # metres assumed
+            return agent_map_text(agent.store, runtime.context.conversation_id, state.image_sha256,
+                                  agent.image_root / state.path, classifier_for(agent.backend), gsd, question)
+
+        tools = [image_info, ask_image, zoom, ask_tiles, land_use_map]
         for t in tools:
             t.handle_tool_error = True  # a bad box or a missing image goes back to the planner as text
         return tools

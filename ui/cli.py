@@ -5,8 +5,9 @@
     python app.py cli --conversation ID       # resumes a stored conversation (the web chat's too)
 
 Commands at the question prompt: `clear` starts a new conversation (and asks for an image again), `history`
-prints the stored conversation, `image PATH` attaches a new image to the next question, `stop` (or Ctrl+D)
-quits. Ctrl+C while an answer streams stops it and keeps the partial answer.
+prints the stored conversation, `image PATH` attaches a new image to the next question, `/tiles PATH [--gsd M]`
+makes a land-use map of a large image or GeoTIFF (`ui/landuse.py`; later "哪里有储罐？" is answered from it),
+`stop` (or Ctrl+D) quits. Ctrl+C while an answer streams stops it and keeps the partial answer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bot.service import ConversationService, NotFound, ServiceBusy, ServiceError
 from model_adapter.images import ImageError, load_image
 from ui.chat_view import message_text
 from ui.i18n import t
+from ui.landuse import map_answer_command, tiles_command
 
 USER_ERRORS = (ServiceError, ImageError, NotFound, StorageError)
 
@@ -44,7 +46,7 @@ class TerminalChat:
         self.out = out or sys.stdout
         self.commands: dict[str, Callable[[str], None]] = {
             "stop": self.quit, "exit": self.quit, "quit": self.quit, "clear": self.clear,
-            "history": self.history, "image": self.attach,
+            "history": self.history, "image": self.attach, "/tiles": lambda rest: tiles_command(self, rest),
         }
 
     def say(self, text: str = "", end: str = "\n") -> None:
@@ -99,6 +101,8 @@ class TerminalChat:
     def ask(self, question: str) -> None:
         state = self.state
         created = None
+        if map_answer_command(self, question):
+            return
         if state.conversation_id is None:
             state.conversation_id = created = self.service.start().id
         image, image_name = state.image, state.image_name
@@ -154,7 +158,7 @@ class TerminalChat:
                 self.quit()
                 break
             command, _, rest = line.strip().partition(" ")
-            if command.lower() in self.commands and (rest == "" or command.lower() == "image"):
+            if command.lower() in self.commands and (rest == "" or command.lower() in ("image", "/tiles")):
                 self.commands[command.lower()](rest)
             else:
                 self.ask(line)

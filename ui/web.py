@@ -30,6 +30,7 @@ from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
 from ui.chat_view import (conversation_choices, error_bubble, example_files, export_filename, queued_bubble,
                           thinking_bubble, to_chatbot)
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
+from ui.landuse import add_landuse_panel
 from ui.panes import IMAGE_PANE_CSS, IMAGE_PANE_JS, SIDEBAR_CSS, image_pane_html, thumbnail_css
 
 log = logging.getLogger(__name__)
@@ -482,6 +483,8 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
                         export_json = gr.Button(t(lang0, "export_json"), size="sm", elem_id="export-json")
                         export_html = gr.Button(t(lang0, "export_html"), size="sm", elem_id="export-html")
                     export_file = gr.File(label=t(lang0, "export_file"), visible=False, elem_id="export-file")
+                # 分块分析 (tile analysis of a large scene): ui/landuse.py
+                add_landuse_panel(service, chatbot, conversation, lang, bands, h.refresh)
             # beside the chat and everything under it, in view while the page scrolls (sticky within this row):
             # the image under discussion, zoomable
             with gr.Column(scale=2, min_width=300, elem_id="image-column"):

@@ -1,0 +1,315 @@
+"""「分块分析」 (tile analysis) in the web chat and the terminal chat: a land-use map of a large image or GeoTIFF.
+
+Web: `add_landuse_panel(...)` lays out an accordion inside the chat's Blocks (upload, ground resolution, the
+button with a progress bar, a cancel button that keeps the finished tiles), posts the overlay, legend and summary
+into the chat, answers 「哪里有储罐？」 / 「港口占多大面积？」 from the map with a highlight, and a click on the
+overlay asks the chat model about that tile. Terminal: `tiles_command(chat, "PATH [--gsd M]")` (the `/tiles`
+command). The work itself is in `bot.landuse*`; handlers here are plain functions tests call without a browser.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from bot.landuse_store import classifier_for, export_files, follow_up, load_map, run_analysis, tile_crop
+from bot.service import ConversationService, NotFound, ServiceError, StorageError
+from imagery.errors import ImageError
+from model_adapter.scene_classifier import SceneClassifierError
+
+USER_ERRORS = (ImageError, ServiceError, NotFound, StorageError, SceneClassifierError)
+# The question a click asks about a tile: the mini's trained phrasing (a longer one with the tile's row and column
+# got garbled answers from it); the row and column go into the notice.
+TILE_QUESTION = {"zh": "请描述这张遥感图像。", "en": "Describe this remote-sensing image."}
+TEXT = {
+    "zh": {
+        "panel": "分块分析（大幅影像 / GeoTIFF）", "file": "大幅影像或 GeoTIFF", "gsd": "地面分辨率（米/像素，无地理参考时填写，可空）",
+        "run": "分块分析", "cancel": "取消", "overlay": "分块地图（点击分块向模型提问）", "ask": "就地图提问，例如：哪里有储罐？",
+        "ask_btn": "在地图上回答", "files": "导出（PNG / GeoJSON / GeoTIFF）", "no_file": "请先上传一幅影像。",
+        "no_map": "此对话还没有分块地图，请先进行分块分析。", "not_map_question": "地图只能回答某类地物在哪里、占多大面积，例如：哪里有储罐？",
+        "progress": "分块分析", "cancelled": "已取消，保留已完成的分块。", "bad_gsd": "地面分辨率应为正数（米/像素）。",
+        "cli_usage": "用法：/tiles 影像路径 [--gsd 米每像素]", "cli_saved": "已导出：",
+        "asked_tile": "已就{tile}的分块向模型提问。",
+    },
+    "en": {
+        "panel": "Tile analysis (large image / GeoTIFF)", "file": "Large image or GeoTIFF",
+        "gsd": "Ground resolution (m/px, for images without georeference; optional)", "run": "Tile analysis",
+        "cancel": "Cancel", "overlay": "Land-use map (click a tile to ask the model about it)",
+        "ask": "Ask the map, e.g. where are the storage tanks?", "ask_btn": "Answer from the map",
+        "files": "Exports (PNG / GeoJSON / GeoTIFF)", "no_file": "Upload an image first.",
+        "no_map": "This conversation has no land-use map yet: run a tile analysis first.",
+        "not_map_question": "The map answers where a class is and how large it is, e.g. where are the storage tanks?",
+        "progress": "Tile analysis", "cancelled": "Cancelled; the finished tiles are kept.",
+        "bad_gsd": "The ground resolution must be a positive number (m/px).",
+        "cli_usage": "usage: /tiles IMAGE_PATH [--gsd METRES_PER_PIXEL]", "cli_saved": "Exported: ",
+        "asked_tile": "Asked the model about the tile at {tile}.",
+    },
+}
+
+
+def tr(lang: str, key: str) -> str:
+    return TEXT.get(lang, TEXT["zh"])[key]
+
+
+def parse_gsd(value: Any) -> float | None:
+    """Empty -> None; a positive number -> float; anything else -> ImageError (bilingual)."""
+    if value in (None, ""):
+        return None
+    try:
+        gsd = float(value)
+    except (TypeError, ValueError):
+        gsd = -1.0
+    if not gsd > 0:
+        raise ImageError(f"{TEXT['zh']['bad_gsd']} ({TEXT['en']['bad_gsd']}: {value!r})")
+    return gsd
+
+
+class LandUseHandlers:
+    """The web panel's handlers: analyse (with progress and cancel), answer from the map, ask about a tile."""
+
+    def __init__(self, service: ConversationService, export_dir: Path | None = None):
+        self.service = service
+        self.export_dir = Path(export_dir or tempfile.mkdtemp(prefix="remoteglm-landuse-"))
+        self.cancels: dict[str, threading.Event] = {}
+
+    def _cancel_flag(self, session: str) -> threading.Event:
+        flag = self.cancels.setdefault(session, threading.Event())
+        flag.clear()
+        return flag
+
+    def cancel(self, session: str = "local") -> None:
+        if session in self.cancels:
+            self.cancels[session].set()
+
+    def analyze(self, file: str | None, gsd: Any, conversation_id: str | None, lang: str = "zh",
+                bands: str = "", progress=None, session: str = "local") -> tuple[str | None, str | None, list, str]:
+        """-> (conversation id, overlay path, export files, notice). Errors become the notice; nothing is stored
+        for unreadable input."""
+        if not file:
+            return conversation_id, None, [], tr(lang, "no_file")
+        created = None
+        try:
+            gsd_m = parse_gsd(gsd)
+            classifier = classifier_for(self.service.backend)
+            if not conversation_id or not self._exists(conversation_id):
+                conversation_id = created = self.service.start().id
+            # NOTE: `if progress` would be False for a gr.Progress (it has a __len__, 0 before it tracks anything)
+            report = None if progress is None else (
+                lambda done, total: progress((done, total), desc=tr(lang, "progress")))
+            stored, summary = run_analysis(self.service.store, conversation_id, Path(file), classifier, gsd=gsd_m,
+                                           bands=bands or None, lang=lang, progress=report,
+                                           cancel=self._cancel_flag(session), source_name=Path(file).name)
+        except USER_ERRORS as exc:
+            if created:
+                self.service.delete(created)
+                conversation_id = None
+            return conversation_id, None, [], str(exc)
+        files = export_files(stored, self.export_dir / conversation_id)
+        notice = tr(lang, "cancelled") if stored.result.cancelled else ""
+        return conversation_id, str(stored.overlay.path), [str(p) for p in files], notice
+
+    def ask_map(self, text: str, conversation_id: str | None, lang: str = "zh") -> tuple[Any, str]:
+        """A where / area question answered from the stored map: stores the turn; -> (highlight image, notice)."""
+        if not conversation_id or not self._exists(conversation_id) or load_map(self.service.store,
+                                                                               conversation_id) is None:
+            return None, tr(lang, "no_map")
+        answer = follow_up(self.service.store, conversation_id, text, lang)
+        if answer is None:
+            return None, tr(lang, "not_map_question")
+        store = self.service.store
+        store.append_message(conversation_id, "user", text.strip())
+        images = []
+        if answer.highlight is not None:
+            from bot.landuse_export import png_bytes
+
+            images = [store.add_image(png_bytes(answer.highlight), original_name=f"highlight-{answer.cls}.png")]
+        store.append_message(conversation_id, "assistant", answer.text, images)
+        return answer.highlight, ""
+
+    def overlay_of(self, conversation_id: str | None) -> str | None:
+        """The stored overlay of a conversation's map (shown again when the conversation is reopened), or None."""
+        if not conversation_id or not self._exists(conversation_id):
+            return None
+        stored = load_map(self.service.store, conversation_id)
+        return str(stored.overlay.path) if stored else None
+
+    def ask_tile(self, x: float, y: float, conversation_id: str | None, lang: str = "zh") -> str:
+        """A click at (x, y) on the overlay: the tile's crop goes to the chat model with a question; -> notice."""
+        stored = load_map(self.service.store, conversation_id) if conversation_id and self._exists(
+            conversation_id) else None
+        if stored is None:
+            return tr(lang, "no_map")
+        lang = lang if lang in TILE_QUESTION else "zh"
+        found = tile_crop(stored, x, y, lang=lang)
+        if found is None:
+            return ""
+        crop, caption = found
+        from bot.landuse_export import png_bytes
+
+        try:
+            for _ in self.service.send(conversation_id, TILE_QUESTION[lang], image=png_bytes(crop),
+                                       image_name="tile.png", streaming=False):
+                pass
+        except USER_ERRORS as exc:
+            return str(exc)
+        return tr(lang, "asked_tile").format(tile=caption)
+
+    def _exists(self, conversation_id: str) -> bool:
+        try:
+            self.service.history(conversation_id)
+            return True
+        except NotFound:
+            return False
+
+
+def add_landuse_panel(service: ConversationService, chatbot, conversation, lang, bands, refresh) -> None:
+    """Lay out the 分块分析 accordion inside the current `gr.Blocks` and wire it. `refresh(conversation, lang)`
+    gives the chatbot's value (the web chat's own renderer), so posted turns show as every stored turn does."""
+    import gradio as gr
+
+    h = LandUseHandlers(service)
+    lang0 = "zh"
+
+    def session_of(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "local"
+
+    def run(file, gsd, conv, code, band_text, request: gr.Request = None, progress=gr.Progress()):
+        conv, overlay, files, notice = h.analyze(file, gsd, conv, code, band_text, progress, session_of(request))
+        return refresh(conv, code), conv, overlay, files or None, notice
+
+    def ask(text, conv, code):
+        highlight, notice = h.ask_map(text or "", conv, code)
+        return refresh(conv, code), gr.skip() if highlight is None else highlight, notice
+
+    def cancel(request: gr.Request = None) -> None:
+        h.cancel(session_of(request))
+
+    def click(conv, code, evt: gr.SelectData):
+        x, y = evt.index
+        notice = h.ask_tile(x, y, conv, code)
+        return refresh(conv, code), notice
+
+    # Gradio injects the request / the click by annotation; this module's annotations are strings naming a local
+    # import it cannot resolve, so they are given as the classes themselves.
+    run.__annotations__["request"] = gr.Request
+    click.__annotations__["evt"] = gr.SelectData
+    cancel.__annotations__["request"] = gr.Request
+
+    with gr.Accordion(tr(lang0, "panel"), open=False, elem_id="landuse-panel"):
+        with gr.Row():
+            upload = gr.File(label=tr(lang0, "file"), file_types=[".tif", ".tiff", ".png", ".jpg", ".jpeg"],
+                             elem_id="landuse-file")
+            gsd = gr.Textbox(label=tr(lang0, "gsd"), max_lines=1, placeholder="0.3", elem_id="landuse-gsd")
+        with gr.Row():
+            run_btn = gr.Button(tr(lang0, "run"), variant="primary", elem_id="landuse-run")
+            cancel_btn = gr.Button(tr(lang0, "cancel"), size="sm", elem_id="landuse-cancel")
+        notice = gr.Markdown("", elem_id="landuse-notice")
+        overlay = gr.Image(label=tr(lang0, "overlay"), type="filepath", interactive=False, elem_id="landuse-map")
+        with gr.Row():
+            question = gr.Textbox(show_label=False, placeholder=tr(lang0, "ask"), max_lines=1, elem_id="landuse-ask")
+            ask_btn = gr.Button(tr(lang0, "ask_btn"), size="sm", elem_id="landuse-ask-btn")
+        files = gr.File(label=tr(lang0, "files"), file_count="multiple", interactive=False, elem_id="landuse-files")
+
+    run_btn.click(run, [upload, gsd, conversation, lang, bands], [chatbot, conversation, overlay, files, notice],
+                  api_name="landuse", concurrency_id="generate", concurrency_limit=1)
+    cancel_btn.click(cancel, None, None, queue=False, api_visibility="private")
+    for trigger in (ask_btn.click, question.submit):
+        trigger(ask, [question, conversation, lang], [chatbot, overlay, notice], api_visibility="private")
+    overlay.select(click, [conversation, lang], [chatbot, notice], api_visibility="private",
+                   concurrency_id="generate", concurrency_limit=1)
+    # Opening another conversation (sidebar, new, delete) shows its stored map, or none, without recomputing.
+    conversation.change(h.overlay_of, [conversation], overlay, api_visibility="private", queue=False)
+
+
+# --- terminal chat ---------------------------------------------------------------------------------------------------
+def tiles_command(chat, rest: str) -> None:
+    """`/tiles PATH [--gsd M]` in the terminal chat: analyse, print progress and the summary, store the map with
+    the conversation and write PNG / GeoJSON / GeoTIFF next to the working directory. Ctrl+C cancels and keeps
+    the finished tiles."""
+    lang = chat.state.lang
+    try:
+        words = shlex.split(rest)
+    except ValueError:
+        words = []
+    gsd = None
+    if "--gsd" in words:
+        i = words.index("--gsd")
+        gsd = words[i + 1] if i + 1 < len(words) else ""
+        words = words[:i] + words[i + 2:]
+    if len(words) != 1:
+        chat.say(tr(lang, "cli_usage"))
+        return
+    service = chat.service
+    created = None
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = run_analysis(service.store, chat.state.conversation_id, Path(words[0]).expanduser(),
+                                            classifier_for(service.backend), gsd=parse_gsd(gsd), lang=lang,
+                                            progress=lambda d, n: chat.say(f"\r{tr(lang, 'progress')} {d}/{n}",
+                                                                           end=""), cancel=cancel)
+        except USER_ERRORS as exc:
+            outcome["error"] = exc
+
+    if chat.state.conversation_id is None:
+        chat.state.conversation_id = created = service.start().id
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while worker.is_alive():
+        try:
+            worker.join(0.2)
+        except KeyboardInterrupt:
+            cancel.set()
+    chat.say()
+    if "error" in outcome:
+        if created:
+            service.delete(created)
+            chat.state.conversation_id = None
+        chat.say(str(outcome["error"]))
+        return
+    stored, summary = outcome["value"]
+    chat.say(f"{chat_label(lang)}{summary}")
+    if stored.result.cancelled:
+        chat.say(tr(lang, "cancelled"))
+    stem = f"landuse-{chat.state.conversation_id[:8]}"
+    paths = export_files(stored, Path.cwd() / stem, stem)
+    chat.say(tr(lang, "cli_saved") + ", ".join(str(p) for p in paths))
+
+
+def map_answer_command(chat, question: str) -> bool:
+    """Answer a where / area question from the conversation's map in the terminal chat (stored as a turn, the
+    highlight written to a PNG). False when there is no map or the question is not one (the model answers)."""
+    conv = chat.state.conversation_id
+    if conv is None or chat.state.image is not None:
+        return False
+    answer = follow_up(chat.service.store, conv, question, chat.state.lang)
+    if answer is None:
+        return False
+    store = chat.service.store
+    store.append_message(conv, "user", question.strip())
+    images = []
+    text = answer.text
+    if answer.highlight is not None:
+        from bot.landuse_export import png_bytes
+
+        images = [store.add_image(png_bytes(answer.highlight), original_name=f"highlight-{answer.cls}.png")]
+        path = Path.cwd() / f"landuse-{conv[:8]}-{answer.cls}.png"
+        answer.highlight.save(path)
+        text += f"\n{path}"
+    store.append_message(conv, "assistant", answer.text, images)
+    chat.say(f"{chat_label(chat.state.lang)}{text}")
+    return True
+
+
+def chat_label(lang: str) -> str:
+    from ui.i18n import t
+
+    return t(lang, "cli_bot")
+
+
+__all__ = ["LandUseHandlers", "add_landuse_panel", "map_answer_command", "parse_gsd", "tiles_command"]
