@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bot.titles import conversation_title
 from storage import NotFound
 from tests.conftest import FIXTURES
 from tests.ui.conftest import CONVERTED, REFUSED, EndlessBackend, make_service
@@ -178,7 +179,12 @@ def test_open_shows_the_stored_history_and_its_settings(handlers):
     chat, opened, editing, title, temperature, top_p, max_new, confirm, sidebar, id_box = handlers.open(
         conversation_id, "zh")
     assert id_box == conversation_id
-    assert opened == conversation_id and editing is False and title == "这张遥感图像展现了什么场景？"
+    # the automatic title: the question, after the scene the first answer names (a sampled answer of the tiny
+    # random model may name one by chance)
+    answer = next(m.text for m in handlers.service.history(conversation_id).messages if m.role == "assistant")
+    assert opened == conversation_id and editing is False
+    assert title == conversation_title("这张遥感图像展现了什么场景？", answer)
+    assert title.endswith("这张遥感图像展现了什么场景？")
     assert chat == to_chatbot(handlers.service.history(conversation_id), "zh") and chat[0]["content"][0]["path"]
     assert (temperature, top_p, max_new) == (0.3, 0.7, 9)
     assert [value for _, value in sidebar["choices"]] == [other, conversation_id]  # newest first
