@@ -116,7 +116,7 @@ def warm_start_text(history: dict) -> str:
                      "card)")
     if history.get("decoder_init"):
         parts.append(f"the tokenizer, projector and decoder start from `{history['decoder_init']}`'s weights")
-    return ("Warm start: " + "; ".join(parts) + ". The times below are this run's only.\n\n") if parts else ""
+    return ("Warm start: " + "; ".join(parts) + ". The times below are this run's (features: their cache's own compute time).\n\n") if parts else ""
 
 
 def vision_stage_text(cfg: dict, history: dict) -> str:
