@@ -226,6 +226,9 @@ def _slots(fs: FactSheet, rec: ImageRecord, lang: str) -> dict[str, str]:
     return {"scene": name, "a_scene": _article(name)}
 
 
+COUNTABLE = sorted(k for k, o in OBJECTS.items() if o.measure)  # objects a count question can name
+
+
 def _obj_slots(key: str, lang: str) -> dict[str, str]:
     o = OBJECTS[key]
     return {"obj": o.zh, "measure": o.measure} if lang == "zh" else \
@@ -463,9 +466,15 @@ def refer_back_answer(b: Builder, kind: str, previous: str, lang: str, prng) -> 
 
 
 def no_image_turn(pools: dict, lang: str, prng: random.Random, section: str = "train") -> tuple[str, str]:
-    """An image question with no image in the conversation -> a request to upload one."""
-    intent = prng.choice([i for i in IMAGE_INTENTS if i not in ("presence", "count", "unanswerable")])
+    """An image question with no image in the conversation -> a request to upload one. Training questions include
+    presence and counting ones about a random countable object. NOTE: v3, trained without them, answered
+    「图中有多少辆车？」 with no image by a count hedge (「图中有很多汽车，数量较多，无法准确数清。」); the held-out draw is
+    left as it was, so that the evaluation stays comparable across versions."""
+    skip = ("unanswerable",) if section == "train" else ("presence", "count", "unanswerable")
+    intent = prng.choice([i for i in IMAGE_INTENTS if i not in skip])
     q = prng.choice(pools[intent][f"{section}.{lang}"])
+    if intent in ("presence", "count"):
+        q = q.format(**_obj_slots(prng.choice(COUNTABLE), lang))
     return q, prng.choice(pools["no_image"][f"answer.{lang}"])
 
 

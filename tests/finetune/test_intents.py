@@ -112,3 +112,26 @@ def test_heldout_items_cover_every_eval_intent(records, pools):
     langs = {it.lang for r in records for it in I.heldout_items(r, 0, pools)}
     assert langs == {"zh", "en"}
     assert all(re.search(r"\S", it.messages[-1]["content"]) for r in records for it in I.heldout_items(r, 0, pools))
+
+
+def test_no_image_training_questions_include_counting_and_presence_with_their_slots_filled(pools):
+    """v3 answered a no-image 「图中有多少辆车？」 with a count hedge: such questions were never trained without an image.
+    The held-out draw keeps its intents, so that the evaluation stays comparable across versions."""
+    import random
+
+    count_q = {q for lang in I.LANGS for q in pools["count"][f"train.{lang}"]}
+    rng = random.Random(0)
+    train = [I.no_image_turn(pools, lang, rng) for lang in I.LANGS * 400]
+    asked = [q for q, _ in train]
+    assert all("{" not in q for q in asked)
+    filled = [re.sub(r"\{[a-z_]+\}", "(.+)", re.escape(t).replace(r"\{", "{").replace(r"\}", "}")) for t in count_q]
+    assert sum(any(re.fullmatch(f, q) for f in filled) for q in asked) > 20
+    assert all(a in pools["no_image"]["answer.zh"] + pools["no_image"]["answer.en"] for _, a in train)
+
+    def v2_heldout_turn(lang: str, prng: random.Random) -> tuple[str, str]:  # the evaluation's draw since v2
+        intent = prng.choice([i for i in I.IMAGE_INTENTS if i not in ("presence", "count", "unanswerable")])
+        return prng.choice(pools[intent][f"heldout.{lang}"]), prng.choice(pools["no_image"][f"answer.{lang}"])
+
+    new, old = random.Random(1), random.Random(1)
+    assert all(I.no_image_turn(pools, lang, new, section="heldout") == v2_heldout_turn(lang, old)
+               for lang in I.LANGS * 200)
