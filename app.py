@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
+    os.umask(0o077)  # what RemoteGLM writes (database, images, uploads, exports) is readable by this user only
+
     args = build_parser().parse_args(argv)
     try:
         settings = from_args(args)
