@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AIRPLANE = str(FIXTURES / "ucm" / "airplane_192.jpg")
 GEN = ("zh", 0.0, 0.4, 8)
 PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-12"}
+LEGACY = "the-old-shared-login"  # --auth-user analyst + REMOTEGLM_AUTH_PASSWORD: one more user beside the accounts
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def two_users(tiny_glm4v_dir, tmp_path_factory):
                        env={**env, "REMOTEGLM_NEW_PASSWORD": password}, capture_output=True, timeout=60)
     port = free_port()
     process = AppProcess("--model", str(tiny_glm4v_dir), "--data-dir", str(data), "--port", str(port),
-                         "--max-new-tokens", "8", env={"REMOTEGLM_AUTH_USER": "", "REMOTEGLM_AUTH_PASSWORD": ""})
+                         "--max-new-tokens", "8", env={"REMOTEGLM_AUTH_USER": "analyst", "REMOTEGLM_AUTH_PASSWORD": LEGACY})
     try:
         process.wait_for("ready")
         yield f"http://127.0.0.1:{port}", data
@@ -79,6 +80,10 @@ def test_users_are_kept_apart_and_images_are_not_served_by_path(two_users):
     shown = [p for p in (data / "uploads").rglob(images[0].name)]
     assert len(shown) == 1 and as_alice.get(f"/gradio_api/file={shown[0]}").content == images[0].read_bytes()
     assert httpx.get(f"{url}/gradio_api/file={images[0]}").status_code in (401, 403, 404)  # nor without a login
+    analyst = Client(url, auth=("analyst", LEGACY), verbose=False)  # the old single login still works
+    assert analyst.predict("", "zh", None, api_name="/search")["choices"] == []  # and sees neither user's
+    with pytest.raises(Exception):
+        Client(url, auth=("analyst", PASSWORDS["alice"]), verbose=False)
 
     # uploads: in <data_dir>/uploads, the folder 0700, folders and files below it private
     uploads = data / "uploads"
