@@ -113,7 +113,7 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
     demo = build_demo(service, settings)
     demo.queue()
     try:
-        demo.launch(prevent_thread_lock=True, **launch_options(settings, accounts))
+        demo.launch(prevent_thread_lock=True, **launch_options(settings, accounts, service.store))
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port} ({exc}); choose another --port") from exc
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host

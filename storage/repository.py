@@ -167,6 +167,19 @@ class ConversationStore:
             row = session.get(ConversationOwner, conversation_id)
             return row.owner if row else None
 
+    def image_owned(self, sha256: str, owner: str) -> bool | None:
+        """Whether a message of one of `owner`'s conversations shows this stored image; None if no stored image
+        has this hash (not ours to judge)."""
+        with self.sessions() as session:
+            if session.get(StoredImage, sha256) is None:
+                return None
+            used = session.scalars(
+                select(MessageImage.message_id).join(Message, Message.id == MessageImage.message_id)
+                .join(ConversationOwner, ConversationOwner.conversation_id == Message.conversation_id)
+                .where(MessageImage.image_sha256 == sha256, ConversationOwner.owner == owner).limit(1)
+            ).first()
+            return used is not None
+
     def claim(self, owner: str) -> int:
         """Give every conversation that has no owner yet (made before accounts existed) to `owner`; how many."""
         with self._begin() as session:

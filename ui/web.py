@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import anyio
 import gradio as gr
 
 from bot.service import ConversationService, NotFound, ServiceError, StorageError, TurnEvent
@@ -635,42 +637,78 @@ def login_check(settings: Settings, accounts: Accounts | None) -> Callable[[str,
 
 
 class PrivateFiles:
-    """ASGI middleware: Gradio's file route never serves the stored images' folder by path (`/gradio_api/file=
-    <image_dir>/<sha>.jpg` -> 404), so a logged-in user cannot fetch another user's image by its hash. The chat
-    shows an image through Gradio's cached copy, named by a keyed hash of its content, which the chat hands only to
-    the conversation's owner."""
+    """ASGI middleware in front of Gradio's file route (`/gradio_api/file=PATH`):
 
-    def __init__(self, app: Any, hidden: list[Path]):
+    - the stored images' folder is never served by path (`<image_dir>/<sha>.jpg` -> 404 for everyone);
+    - with a login, Gradio's cached copy of a stored image (`<upload cache>/<hash>/<sha>.jpg`, the URL the chat
+      shows) is served only to a user one of whose conversations shows that image; to anyone else: 404.
+    """
+
+    def __init__(self, app: Any, hidden: list[Path], cache: Path | None = None,
+                 owned: Callable[[str, str], bool | None] | None = None):
         self.app = app
         self.hidden = [str(p.resolve()) for p in hidden]
+        self.cache = str(cache.resolve()) if cache else None
+        self.owned = owned  # (sha256, user) -> does a conversation of user show it (None: not a stored image)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and "/file=" in scope.get("path", ""):
-            target = scope["path"].split("/file=", 1)[1]
-            try:
-                resolved = str(Path(unquote(target)).resolve())
-            except (OSError, ValueError):
-                resolved = ""
-            if any(resolved == h or resolved.startswith(h + os.sep) for h in self.hidden):
-                await send({"type": "http.response.start", "status": 404,
-                            "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
-                await send({"type": "http.response.body", "body": b"not found"})
-                return
+        if scope["type"] == "http" and "/file=" in scope.get("path", "") and not await self._allowed(scope):
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": b"not found"})
+            return
         await self.app(scope, receive, send)
 
+    async def _allowed(self, scope: dict) -> bool:
+        target = scope["path"].split("/file=", 1)[1]
+        try:
+            path = Path(unquote(target)).resolve()
+        except (OSError, ValueError):
+            return False
+        if any(_inside(path, folder) for folder in self.hidden):
+            return False
+        app = scope.get("app")
+        if (self.owned is None or self.cache is None or not _inside(path, self.cache)
+                or not STORED_NAME.fullmatch(path.name) or getattr(app, "auth", None) is None):
+            return True  # no login (local use), or not a stored image's copy: Gradio decides as usual
+        from starlette.requests import HTTPConnection
 
-def launch_options(settings: Settings, accounts: Accounts | None = None) -> dict[str, Any]:
+        cookies = HTTPConnection(scope).cookies
+        token = (cookies.get(f"access-token-{app.cookie_id}")
+                 or cookies.get(f"access-token-unsecure-{app.cookie_id}"))
+        user = app.tokens.get(token) if token else None
+        if user is None:
+            return False
+        sha = path.name.split(".", 1)[0]
+        owned = await anyio.to_thread.run_sync(self.owned, sha, user)
+        return owned is not False
+
+
+STORED_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]{3,4}")  # how the image store names files: <sha256>.<ext>
+
+
+def _inside(path: Path, folder: str) -> bool:
+    text = str(path)
+    return text == folder or text.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def launch_options(settings: Settings, accounts: Accounts | None = None, store: Any = None) -> dict[str, Any]:
     """Keyword arguments for `demo.launch` from the settings: bind address, login (the accounts table and/or
-    --auth-user), upload limit, served folders (the image folder only through Gradio's cache, see PrivateFiles)."""
+    --auth-user), upload limit, served folders (the image folder only through Gradio's cache, and with a login a
+    cached image only to its owner when `store`, the ConversationStore, is given: see PrivateFiles)."""
+    from gradio.utils import get_upload_folder
     from starlette.middleware import Middleware
 
     auth = login_check(settings, accounts)
+    owned = (lambda sha, user: store.image_owned(sha, user)) if store is not None else None
+    private = Middleware(PrivateFiles, hidden=[settings.resolved_image_dir], cache=Path(get_upload_folder()),
+                         owned=owned)
     return {
         "server_name": settings.host,
         "server_port": settings.port,
         "auth": auth,
         "auth_message": "RemoteGLM" if auth else None,
-        "app_kwargs": {"middleware": [Middleware(PrivateFiles, hidden=[settings.resolved_image_dir])]},
+        "app_kwargs": {"middleware": [private]},
         "max_file_size": int(settings.max_upload_mb * 1024 * 1024),
         "allowed_paths": [str(settings.resolved_image_dir), str(EXAMPLES_DIR)],
         "show_error": False,

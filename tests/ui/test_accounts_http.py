@@ -15,11 +15,13 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from storage import ConversationStore
 from tests.conftest import FIXTURES
 from tests.ui.conftest import AppProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRPLANE = str(FIXTURES / "ucm" / "airplane_192.jpg")
+HARBOR = str(FIXTURES / "ucm" / "harbor_1092.jpg")
 GEN = ("zh", 0.0, 0.4, 8)
 PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-12"}
 LEGACY = "the-old-shared-login"  # --auth-user analyst + REMOTEGLM_AUTH_PASSWORD: one more user beside the accounts
@@ -60,26 +62,34 @@ def test_users_are_kept_apart_and_images_are_not_served_by_path(two_users):
     assert chat[0]["content"][0]["type"] == "file"
 
     bob = Client(url, auth=("bob", PASSWORDS["bob"]), verbose=False)
-    _, _, bob_sidebar, bob_id = bob.predict({"text": "图中有多少架飞机？", "files": [handle_file(AIRPLANE)]}, *GEN,
+    _, _, bob_sidebar, bob_id = bob.predict({"text": "图中有多少艘船？", "files": [handle_file(HARBOR)]}, *GEN,
                                             api_name="/chat")
     assert bob_id != alice_id and [c[1] for c in bob_sidebar["choices"]] == [bob_id]
     # alice's id in bob's session: bob's history does not offer it (the handlers' own check: test_handlers)
     with pytest.raises(AppError, match="not in the list of choices"):
         bob.predict(alice_id, "zh", api_name="/open")
-    assert [c[1] for c in bob.predict("飞机", "zh", None, api_name="/search")["choices"]] == [bob_id]
+    assert [c[1] for c in bob.predict("图", "zh", None, api_name="/search")["choices"]] == [bob_id]
     alice_after = alice.predict(alice_id, "zh", api_name="/open")
     assert len(alice_after[0]) == 2 and alice_after[-1] == alice_id  # nothing of alice's was changed or lost
 
-    images = sorted((data / "images").glob("*.jpg"))
-    assert len(images) == 1  # one stored file (same content), used by both users' conversations
+    service = ConversationStore(f"sqlite:///{data / 'remoteglm.db'}", data / "images", recover=False)
+    alice_image = service.get(alice_id).messages[0].images[0].path
+    bob_image = service.get(bob_id).messages[0].images[0].path
+    service.close()
     as_alice, as_bob = logged_in(url, "alice"), logged_in(url, "bob")
     for http in (as_alice, as_bob):
-        for path in (images[0], data / "images" / ".." / "images" / images[0].name, data / "remoteglm.db"):
-            assert http.get(f"/gradio_api/file={path}").status_code in (403, 404)
-    # the chat shows the image through Gradio's copy in the upload cache, under a keyed hash of its content
-    shown = [p for p in (data / "uploads").rglob(images[0].name)]
-    assert len(shown) == 1 and as_alice.get(f"/gradio_api/file={shown[0]}").content == images[0].read_bytes()
-    assert httpx.get(f"{url}/gradio_api/file={images[0]}").status_code in (401, 403, 404)  # nor without a login
+        for path in (alice_image, bob_image, data / "images" / ".." / "images" / alice_image.name,
+                     data / "remoteglm.db"):
+            assert http.get(f"/gradio_api/file={path}").status_code in (403, 404)  # never by path
+    # the chat shows an image through Gradio's copy in the upload cache: served to its owner only
+    alice_copy, = (data / "uploads").rglob(alice_image.name)
+    bob_copy, = (data / "uploads").rglob(bob_image.name)
+    assert as_alice.get(f"/gradio_api/file={alice_copy}").content == alice_image.read_bytes()
+    assert as_bob.get(f"/gradio_api/file={bob_copy}").content == bob_image.read_bytes()
+    assert as_bob.get(f"/gradio_api/file={alice_copy}").status_code == 404
+    assert as_alice.get(f"/gradio_api/file={bob_copy}").status_code == 404
+    for path in (alice_image, alice_copy):  # nor without a login
+        assert httpx.get(f"{url}/gradio_api/file={path}").status_code in (401, 403, 404)
     analyst = Client(url, auth=("analyst", LEGACY), verbose=False)  # the old single login still works
     assert analyst.predict("", "zh", None, api_name="/search")["choices"] == []  # and sees neither user's
     with pytest.raises(Exception):
@@ -90,7 +100,7 @@ def test_users_are_kept_apart_and_images_are_not_served_by_path(two_users):
     assert stat.S_IMODE(uploads.stat().st_mode) == 0o700
     examples = {p.name for p in (ROOT / "examples").iterdir()}  # the page's example images: public copies
     files = [p for p in uploads.rglob("*") if p.is_file() and p.name not in examples]
-    assert {"airplane_192.jpg", images[0].name} <= {p.name for p in files}  # the upload, the chat's copy
+    assert {"airplane_192.jpg", alice_image.name} <= {p.name for p in files}  # the upload, the chat's copy
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: "0o600" for p in files}
     assert stat.S_IMODE((data / "remoteglm.db").stat().st_mode) == 0o600  # made by `users add`: private too
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in uploads.rglob("*") if p.is_dir())
