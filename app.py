@@ -105,7 +105,8 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
     accounts = open_accounts(settings)
     if problem := web_auth_problem(settings, has_accounts=accounts.exists()):
         raise StartupError(problem)
-    from ui.web import build_demo, launch_options, private_uploads
+    from ui.access import private_uploads
+    from ui.web import build_demo, launch_options
 
     with one_line_errors(settings):
         private_uploads(settings)  # before build_demo: Gradio reads its upload folder when blocks are made

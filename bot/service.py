@@ -117,7 +117,8 @@ class ConversationService:
     # --- conversations ------------------------------------------------------------------------------------------
     # `owner` (a user name of the web chat's login) scopes every call to that user's conversations: another
     # user's conversation id raises NotFound, like a missing one. owner=None (no login, local use): all of them.
-    def start(self, title: str = "", settings: dict[str, Any] | None = None, owner: str | None = None) -> ConversationView:
+    def start(self, title: str = "", settings: dict[str, Any] | None = None,
+              owner: str | None = None) -> ConversationView:
         return self.store.create(title=title, model=self.backend.model_name, settings=settings, owner=owner)
 
     def history(self, conversation_id: str, owner: str | None = None) -> ConversationView:

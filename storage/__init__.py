@@ -5,5 +5,6 @@ from storage.db import DatabaseError
 from storage.repository import (AlternativeView, ConversationStore, ConversationView, ImageRef, MessageView,
                                 NotFound, StorageError)
 
-__all__ = ["AccountError", "AccountView", "Accounts", "AlternativeView", "ConversationStore", "ConversationView", "DatabaseError", "ImageRef", "MessageView",
+__all__ = ["AccountError", "AccountView", "Accounts",
+           "AlternativeView", "ConversationStore", "ConversationView", "DatabaseError", "ImageRef", "MessageView",
            "NotFound", "StorageError"]

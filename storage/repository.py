@@ -188,7 +188,8 @@ class ConversationStore:
             session.add_all(ConversationOwner(conversation_id=cid, owner=owner) for cid in ids)
             return len(ids)
 
-    def list(self, limit: int = 50, offset: int = 0, query: str = "", owner: str | None = None) -> list[ConversationView]:
+    def list(self, limit: int = 50, offset: int = 0, query: str = "",
+             owner: str | None = None) -> list[ConversationView]:
         """Newest activity first; with `query`, only conversations whose title or any message text contains it
         (case-insensitive); with `owner`, only that user's."""
         with self.sessions() as session:

@@ -6,13 +6,11 @@ directory's private upload folder."""
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, inspect as sa_inspect
 from sqlalchemy.engine import make_url

@@ -36,7 +36,8 @@ def two_users(tiny_glm4v_dir, tmp_path_factory):
                        env={**env, "REMOTEGLM_NEW_PASSWORD": password}, capture_output=True, timeout=60)
     port = free_port()
     process = AppProcess("--model", str(tiny_glm4v_dir), "--data-dir", str(data), "--port", str(port),
-                         "--max-new-tokens", "8", env={"REMOTEGLM_AUTH_USER": "analyst", "REMOTEGLM_AUTH_PASSWORD": LEGACY})
+                         "--max-new-tokens", "8",
+                         env={"REMOTEGLM_AUTH_USER": "analyst", "REMOTEGLM_AUTH_PASSWORD": LEGACY})
     try:
         process.wait_for("ready")
         yield f"http://127.0.0.1:{port}", data
