@@ -21,7 +21,7 @@ from sqlalchemy.orm import sessionmaker
 
 from storage.models import ConversationOwner, UserAccount
 
-# scrypt cost: n=2**14, r=8, p=1 uses 16 MiB and about 50 ms per check; stored per hash, so raising it later
+# scrypt cost: n=2**14, r=8, p=1 (128·n·r bytes = 16 MiB per check); stored with each hash, so raising it later
 # leaves existing hashes valid.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
