@@ -4,6 +4,8 @@
     python app.py --model /tmp/tiny       # ... on another model (python -m tests.tiny_models glm4v /tmp/tiny)
     python app.py cli [--image X.jpg] [--conversation ID]    # terminal chat
     python app.py serve                   # OpenAI-compatible API server (server/)
+    python app.py users add NAME [--admin]   # a web chat login (password from a prompt or REMOTEGLM_NEW_PASSWORD)
+    python app.py users list | delete NAME | passwd NAME | claim NAME
     python app.py --help                  # every flag; each also reads REMOTEGLM_<NAME> from the environment
 
 This file only wires settings, the conversation service and a user interface together.
@@ -12,6 +14,8 @@ This file only wires settings, the conversation service and a user interface tog
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -85,17 +89,32 @@ def load_service(settings: Settings):
 
 # --- entry points -------------------------------------------------------------------------------------------------
 
+def open_accounts(settings: Settings):
+    """The accounts table of the settings' database (created if missing); StartupError when it cannot be opened."""
+    from storage import Accounts
+    from storage.db import make_engine, make_sessionmaker
+
+    with one_line_errors(settings):
+        return Accounts(make_sessionmaker(make_engine(settings.resolved_database_url)))
+
+
 def web(settings: Settings, args: argparse.Namespace) -> int:
     """Web chat in the browser (Gradio)."""
-    if problem := web_auth_problem(settings):
+    if problem := web_auth_problem(settings):  # half a login: refused before the database is opened
         raise StartupError(problem)
-    service = load_service(settings)
+    accounts = open_accounts(settings)
+    if problem := web_auth_problem(settings, has_accounts=accounts.exists()):
+        raise StartupError(problem)
+    from ui.access import private_uploads
     from ui.web import build_demo, launch_options
 
+    with one_line_errors(settings):
+        private_uploads(settings)  # before build_demo: Gradio reads its upload folder when blocks are made
+    service = load_service(settings)
     demo = build_demo(service, settings)
     demo.queue()
     try:
-        demo.launch(prevent_thread_lock=True, **launch_options(settings))
+        demo.launch(prevent_thread_lock=True, **launch_options(settings, accounts, service.store))
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port} ({exc}); choose another --port") from exc
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
@@ -132,6 +151,59 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     return int(result or 0)
 
 
+def _new_password(name: str) -> str:
+    """REMOTEGLM_NEW_PASSWORD (for scripts), else asked twice at the terminal."""
+    if password := os.environ.get("REMOTEGLM_NEW_PASSWORD"):
+        return password
+    if not sys.stdin.isatty():
+        raise StartupError("no terminal to ask for the password: set REMOTEGLM_NEW_PASSWORD")
+    first = getpass.getpass(f"{name} 的密码 password: ")
+    if getpass.getpass("再输入一次 again: ") != first:
+        raise StartupError("两次输入的密码不一致 (the two passwords differ)")
+    return first
+
+
+def users(settings: Settings, args: argparse.Namespace) -> int:
+    """Web chat accounts: add NAME [--admin], list, delete NAME, passwd NAME, claim NAME."""
+    from storage import AccountError, ConversationStore
+
+    action, name = args.users_action, args.name
+    if action is None or (action != "list" and not name):
+        raise StartupError("usage: python app.py users add NAME [--admin] | list | delete NAME | passwd NAME | "
+                           "claim NAME")
+    accounts = open_accounts(settings)
+    try:
+        if action == "add":
+            account = accounts.add(name, _new_password(name), admin=args.admin)
+            _say(f"已添加用户 added user {account.name}" + (" (admin)" if account.is_admin else ""))
+        elif action == "passwd":
+            accounts.set_password(name, _new_password(name))
+            _say(f"已更改密码 password changed for {name}")
+        elif action == "delete":
+            accounts.delete(name)
+            _say(f"已删除用户 deleted user {name} (their conversations stay stored)")
+        elif action == "claim":
+            if name not in {a.name for a in accounts.list()}:
+                raise AccountError(f"没有用户 {name} (no user {name})")
+            with one_line_errors(settings):
+                store = ConversationStore(settings.resolved_database_url, settings.resolved_image_dir, recover=False)
+            try:
+                _say(f"{store.claim(name)} 个无主对话归 {name} 所有 (conversations without an owner now belong to "
+                     f"{name})")
+            finally:
+                store.close()
+        else:
+            rows = accounts.list()
+            for account in rows:
+                _say(f"{account.name:<24} {'admin' if account.is_admin else 'user':<6} "
+                     f"{account.created_at:%Y-%m-%d %H:%M}  {account.conversations} conversations")
+            if not rows:
+                _say("还没有用户 no users yet: python app.py users add NAME [--admin]")
+    except AccountError as exc:
+        raise StartupError(str(exc)) from exc
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     run: Callable[[Settings, argparse.Namespace], int]
@@ -142,6 +214,8 @@ COMMANDS: dict[str, Command] = {
     "web": Command(web, "web chat in the browser (the default)"),
     "cli": Command(cli, "terminal chat: image path, questions, streamed answers; clear / history / stop"),
     "serve": Command(serve, "OpenAI-compatible API server (/v1/chat/completions)"),
+    "users": Command(users, "web chat accounts: users add NAME [--admin] | list | delete NAME | passwd NAME | "
+                            "claim NAME"),
 }
 
 
@@ -153,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("command", nargs="?", default="web", choices=list(COMMANDS),
                         help="what to start (default: web)")
+    parser.add_argument("users_action", nargs="?", choices=["add", "list", "delete", "passwd", "claim"],
+                        help="users: what to do with the accounts")
+    parser.add_argument("name", nargs="?", help="users: the account's name")
+    parser.add_argument("--admin", action="store_true", help="users add: the new user is an administrator")
     parser.add_argument("--conversation", help="cli: resume the stored conversation with this id")
     parser.add_argument("--image", help="cli: start with this image")
     parser.add_argument("--lang", choices=["zh", "en"], default="zh", help="cli: interface language (default zh)")
@@ -162,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
+
+    os.umask(0o077)  # what RemoteGLM writes (database, images, uploads, exports) is readable by this user only
 
     args = build_parser().parse_args(argv)
     try:

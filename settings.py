@@ -136,10 +136,11 @@ class Settings(BaseSettings):
     """Port of the web chat (the API server's default is 8000 unless --port is given)."""
 
     auth_user: str | None = None
-    """User name for the web chat login (with auth_password). Unset: no login."""
+    """One extra web chat login (with auth_password), besides the accounts of `python app.py users add`. Unset:
+    accounts only; no accounts either: no login."""
 
     auth_password: SecretStr | None = None
-    """Password for the web chat login."""
+    """Password of the --auth-user login."""
 
     api_key: SecretStr | None = None
     """If set, the OpenAI-compatible server requires `Authorization: Bearer <api_key>`."""
@@ -174,8 +175,9 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def web_auth_problem(settings: Settings) -> str | None:
-    """Why the web chat must not start with these login settings (None: it may).
+def web_auth_problem(settings: Settings, has_accounts: bool = False) -> str | None:
+    """Why the web chat must not start with these login settings (None: it may). `has_accounts`: the database
+    holds user accounts (`python app.py users add`).
 
     Half a login (a user without a password, or the reverse) never works, so it is refused everywhere; a network
     bind without a working login is refused too, since anyone who can reach the port could read every conversation."""
@@ -183,9 +185,10 @@ def web_auth_problem(settings: Settings) -> str | None:
     if bool(settings.auth_user) != bool(password):
         missing = "--auth-password (REMOTEGLM_AUTH_PASSWORD)" if settings.auth_user else "--auth-user"
         return f"the web chat login needs both --auth-user and --auth-password; {missing} is not set"
-    if not is_loopback(settings.host) and not password:
-        return (f"refusing to listen on {settings.host or 'all interfaces'} without a login: set --auth-user and "
-                "REMOTEGLM_AUTH_PASSWORD, or bind --host 127.0.0.1")
+    if not is_loopback(settings.host) and not password and not has_accounts:
+        return (f"refusing to listen on {settings.host or 'all interfaces'} without a login: add an account with "
+                "`python app.py users add NAME`, or set --auth-user and REMOTEGLM_AUTH_PASSWORD, or bind --host "
+                "127.0.0.1")
     return None
 
 

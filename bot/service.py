@@ -115,16 +115,20 @@ class ConversationService:
         return cls(load_backend(settings), ConversationStore.from_settings(settings), settings)
 
     # --- conversations ------------------------------------------------------------------------------------------
-    def start(self, title: str = "", settings: dict[str, Any] | None = None) -> ConversationView:
-        return self.store.create(title=title, model=self.backend.model_name, settings=settings)
+    # `owner` (a user name of the web chat's login) scopes every call to that user's conversations: another
+    # user's conversation id raises NotFound, like a missing one. owner=None (no login, local use): all of them.
+    def start(self, title: str = "", settings: dict[str, Any] | None = None,
+              owner: str | None = None) -> ConversationView:
+        return self.store.create(title=title, model=self.backend.model_name, settings=settings, owner=owner)
 
-    def history(self, conversation_id: str) -> ConversationView:
-        return self.store.get(conversation_id)
+    def history(self, conversation_id: str, owner: str | None = None) -> ConversationView:
+        return self.store.get(conversation_id, owner=owner)
 
-    def conversations(self, limit: int = 50, offset: int = 0, query: str = "") -> list[ConversationView]:
+    def conversations(self, limit: int = 50, offset: int = 0, query: str = "",
+                      owner: str | None = None) -> list[ConversationView]:
         """Stored conversations, most recently active first (without their messages); with `query`, only those
-        whose title or any message contains it."""
-        return self.store.list(limit=limit, offset=offset, query=query)
+        whose title or any message contains it; with `owner`, only that user's."""
+        return self.store.list(limit=limit, offset=offset, query=query, owner=owner)
 
     def thumbnail(self, conversation_id: str) -> ImageRef | None:
         """The first image of a conversation, or None."""
@@ -140,24 +144,26 @@ class ConversationService:
                 found[conversation_id] = (ref.sha256, data)
         return found
 
-    def rename(self, conversation_id: str, title: str) -> None:
+    def rename(self, conversation_id: str, title: str, owner: str | None = None) -> None:
+        self.store.check_owner(conversation_id, owner)
         self.store.rename(conversation_id, title)
 
-    def delete(self, conversation_id: str) -> None:
+    def delete(self, conversation_id: str, owner: str | None = None) -> None:
         """Delete a conversation with its messages and the images nothing else uses."""
+        self.store.check_owner(conversation_id, owner)
         self.store.delete(conversation_id)
 
-    def export(self, conversation_id: str, fmt: Literal["md", "json", "html"]) -> str:
+    def export(self, conversation_id: str, fmt: Literal["md", "json", "html"], owner: str | None = None) -> str:
         """The conversation as one self-contained Markdown, JSON or HTML text (images embedded, earlier answers
         included)."""
         if fmt not in EXPORTERS:
             raise ServiceError(f"未知的导出格式 {fmt!r} (unknown export format; one of {', '.join(EXPORTERS)})")
-        return EXPORTERS[fmt](self.store.get(conversation_id))
+        return EXPORTERS[fmt](self.store.get(conversation_id, owner=owner))
 
-    def set_generation(self, conversation_id: str, **values: Any) -> None:
+    def set_generation(self, conversation_id: str, owner: str | None = None, **values: Any) -> None:
         """Remember generation settings (temperature, top_p, max_new_tokens...) for this conversation."""
         known = {f.name for f in fields(GenerationParams)}
-        conv = self.store.get(conversation_id)
+        conv = self.store.get(conversation_id, owner=owner)
         merged = {**conv.settings, **{k: v for k, v in values.items() if k in known and v is not None}}
         self.store.update_settings(conversation_id, merged)
 
@@ -166,13 +172,14 @@ class ConversationService:
         self, conversation_id: str, text: str, image: ImageSource | ImageRef | None = None,
         params: GenerationParams | None = None, cancel: threading.Event | None = None,
         image_name: str | None = None, streaming: bool = True, bands: Sequence[int] | str | None = None,
+        owner: str | None = None,
     ) -> Iterator[TurnEvent]:
         """Store the user's turn and stream the answer (with streaming=False the answer arrives as one delta).
         `bands` picks which bands of a multi-band TIFF are shown (1-based, e.g. "4,3,2"; default: R, G, B by the
         file's band names, else the first three). Raises ServiceError / ImageError before storing anything when
         the input is unusable."""
         text = clean_question(text, self.settings.max_question_chars, image_given=image is not None)
-        conv = self.store.get(conversation_id)  # NotFound before anything is stored
+        conv = self.store.get(conversation_id, owner=owner)  # NotFound before anything is stored
         images = [] if image is None else [
             image if isinstance(image, ImageRef) else self.store.add_image(image, image_name, bands)]
         user = self.store.append_message(conversation_id, "user", text, images)
@@ -201,13 +208,13 @@ class ConversationService:
         return self.store.get(conversation_id).messages[-1]
 
     def regenerate(self, conversation_id: str, params: GenerationParams | None = None,
-                   cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
+                   cancel: threading.Event | None = None, owner: str | None = None) -> Iterator[TurnEvent]:
         """Answer the last question again with another candidate: the last answer is kept among the question's
         earlier answers (`MessageView.alternatives`), and the new one is sampled (`regeneration_params`). A
         candidate identical to one the question already has is dropped and sampled again, up to
         REGENERATE_TRIES times in all: a 'restart' event says so, and the deltas that follow are the next
         candidate's."""
-        conv = self.store.get(conversation_id)
+        conv = self.store.get(conversation_id, owner=owner)
         if not conv.messages or not any(m.role == "user" for m in conv.messages):
             raise ServiceError("没有可以重新生成的回答 (nothing to regenerate)")
         last = max(i for i, m in enumerate(conv.messages) if m.role == "user")
@@ -230,9 +237,9 @@ class ConversationService:
                 return
 
     def edit_last(self, conversation_id: str, text: str, params: GenerationParams | None = None,
-                  cancel: threading.Event | None = None) -> Iterator[TurnEvent]:
+                  cancel: threading.Event | None = None, owner: str | None = None) -> Iterator[TurnEvent]:
         """Replace the last question's text (its image stays) and answer it anew."""
-        conv = self.store.get(conversation_id)
+        conv = self.store.get(conversation_id, owner=owner)
         users = [m for m in conv.messages if m.role == "user"]
         if not users:
             raise ServiceError("还没有可以编辑的问题 (no question to edit yet)")

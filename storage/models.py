@@ -117,3 +117,27 @@ class AnswerAlternative(Base):
     latency_ms: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)  # when the answer was written
     replaced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserAccount(Base):
+    """A web chat login. `password_hash` is `scrypt$<n>$<r>$<p>$<salt hex>$<key hex>` (hashlib.scrypt, a salt of
+    its own per user, parameters stored with it: see `storage.accounts`)."""
+
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(400))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConversationOwner(Base):
+    """Which user a conversation belongs to (its own table, so older databases gain it without an ALTER). A
+    conversation without a row here predates accounts: it is shown only without a login, until
+    `python app.py users claim NAME` gives it to a user."""
+
+    __tablename__ = "conversation_owner"
+
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)

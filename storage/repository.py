@@ -30,7 +30,8 @@ from settings import Settings
 from storage.db import make_engine, make_sessionmaker
 from storage.images import ImageStore
 from storage.thumbnails import Thumbnails
-from storage.models import AnswerAlternative, Conversation, Message, MessageImage, StoredImage, utcnow
+from storage.models import (AnswerAlternative, Conversation, ConversationOwner, Message, MessageImage, StoredImage,
+                            utcnow)
 
 MESSAGE_STATUSES = ("complete", "streaming", "interrupted", "error")
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -139,18 +140,63 @@ class ConversationStore:
         self.engine.dispose()
 
     # --- conversations ---------------------------------------------------------------------------------------------
-    def create(self, title: str = "", model: str | None = None, settings: dict[str, Any] | None = None) -> ConversationView:
+    def create(self, title: str = "", model: str | None = None, settings: dict[str, Any] | None = None,
+               owner: str | None = None) -> ConversationView:
+        """A new conversation; with `owner` (a user name) it belongs to that user (see `check_owner`)."""
         with self._begin() as session:
             conv = Conversation(title=title[:200], model=model, settings=dict(settings or {}))
             session.add(conv)
             session.flush()
+            if owner is not None:
+                session.add(ConversationOwner(conversation_id=conv.id, owner=owner))
             return _conversation_view(conv)
 
-    def list(self, limit: int = 50, offset: int = 0, query: str = "") -> list[ConversationView]:
+    def check_owner(self, conversation_id: str, owner: str | None) -> None:
+        """NotFound unless the conversation exists and, when `owner` is given, belongs to that user (another
+        user's conversation reads exactly like a missing one). owner=None (no login, local use): any."""
+        with self.sessions() as session:
+            if owner is None:
+                self._conversation(session, conversation_id)
+                return
+            row = session.get(ConversationOwner, conversation_id)
+            if row is None or row.owner != owner:
+                raise NotFound(f"no conversation {conversation_id}")
+
+    def owner_of(self, conversation_id: str) -> str | None:
+        with self.sessions() as session:
+            row = session.get(ConversationOwner, conversation_id)
+            return row.owner if row else None
+
+    def image_owned(self, sha256: str, owner: str) -> bool | None:
+        """Whether a message of one of `owner`'s conversations shows this stored image; None if no stored image
+        has this hash (not ours to judge)."""
+        with self.sessions() as session:
+            if session.get(StoredImage, sha256) is None:
+                return None
+            used = session.scalars(
+                select(MessageImage.message_id).join(Message, Message.id == MessageImage.message_id)
+                .join(ConversationOwner, ConversationOwner.conversation_id == Message.conversation_id)
+                .where(MessageImage.image_sha256 == sha256, ConversationOwner.owner == owner).limit(1)
+            ).first()
+            return used is not None
+
+    def claim(self, owner: str) -> int:
+        """Give every conversation that has no owner yet (made before accounts existed) to `owner`; how many."""
+        with self._begin() as session:
+            owned = select(ConversationOwner.conversation_id)
+            ids = list(session.scalars(select(Conversation.id).where(Conversation.id.not_in(owned))))
+            session.add_all(ConversationOwner(conversation_id=cid, owner=owner) for cid in ids)
+            return len(ids)
+
+    def list(self, limit: int = 50, offset: int = 0, query: str = "",
+             owner: str | None = None) -> list[ConversationView]:
         """Newest activity first; with `query`, only conversations whose title or any message text contains it
-        (case-insensitive)."""
+        (case-insensitive); with `owner`, only that user's."""
         with self.sessions() as session:
             statement = select(Conversation)
+            if owner is not None:
+                statement = statement.join(ConversationOwner, ConversationOwner.conversation_id == Conversation.id
+                                           ).where(ConversationOwner.owner == owner)
             query = query.strip()
             if query:
                 pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -191,11 +237,17 @@ class ConversationStore:
         """A small square JPEG of a stored image (made once, then read back), or None if it cannot be read."""
         return self.thumbnails.get(ref)
 
-    def count(self) -> int:
+    def count(self, owner: str | None = None) -> int:
         with self.sessions() as session:
+            if owner is not None:
+                return session.scalar(select(func.count()).select_from(ConversationOwner)
+                                      .where(ConversationOwner.owner == owner)) or 0
             return session.scalar(select(func.count()).select_from(Conversation)) or 0
 
-    def get(self, conversation_id: str) -> ConversationView:
+    def get(self, conversation_id: str, owner: str | None = None) -> ConversationView:
+        """The conversation with its messages; NotFound if it is missing or (with `owner`) another user's."""
+        if owner is not None:
+            self.check_owner(conversation_id, owner)
         with self.sessions() as session:
             conv = self._conversation(session, conversation_id)
             messages = session.scalars(
@@ -231,6 +283,7 @@ class ConversationStore:
             session.execute(delete(MessageImage).where(MessageImage.message_id.in_(in_conversation)))
             session.execute(delete(AnswerAlternative).where(AnswerAlternative.question_id.in_(in_conversation)))
             session.execute(delete(Message).where(Message.conversation_id == conversation_id))
+            session.execute(delete(ConversationOwner).where(ConversationOwner.conversation_id == conversation_id))
             session.delete(conv)
             orphans = self._drop_orphan_images(session, shas)
         self._delete_files(orphans)

@@ -85,7 +85,8 @@ class LandUseHandlers:
             self.cancels[session].set()
 
     def analyze(self, file: str | None, gsd: Any, conversation_id: str | None, lang: str = "zh",
-                bands: str = "", progress=None, session: str = "local") -> tuple[str | None, str | None, list, str]:
+                bands: str = "", progress=None, session: str = "local",
+                owner: str | None = None) -> tuple[str | None, str | None, list, str]:
         """-> (conversation id, overlay path, export files, notice). Errors become the notice; nothing is stored
         for unreadable input."""
         if not file:
@@ -94,8 +95,8 @@ class LandUseHandlers:
         try:
             gsd_m = parse_gsd(gsd)
             classifier = classifier_for(self.service.backend)
-            if not conversation_id or not self._exists(conversation_id):
-                conversation_id = created = self.service.start().id
+            if not conversation_id or not self._exists(conversation_id, owner):
+                conversation_id = created = self.service.start(owner=owner).id
             # NOTE: `if progress` would be False for a gr.Progress (it has a __len__, 0 before it tracks anything)
             report = None if progress is None else (
                 lambda done, total: progress((done, total), desc=tr(lang, "progress")))
@@ -111,9 +112,10 @@ class LandUseHandlers:
         notice = tr(lang, "cancelled") if stored.result.cancelled else ""
         return conversation_id, str(stored.overlay.path), [str(p) for p in files], notice
 
-    def ask_map(self, text: str, conversation_id: str | None, lang: str = "zh") -> tuple[Any, str]:
+    def ask_map(self, text: str, conversation_id: str | None, lang: str = "zh",
+                owner: str | None = None) -> tuple[Any, str]:
         """A where / area question answered from the stored map: stores the turn; -> (highlight image, notice)."""
-        if not conversation_id or not self._exists(conversation_id) or load_map(self.service.store,
+        if not conversation_id or not self._exists(conversation_id, owner) or load_map(self.service.store,
                                                                                conversation_id) is None:
             return None, tr(lang, "no_map")
         answer = follow_up(self.service.store, conversation_id, text, lang)
@@ -129,17 +131,18 @@ class LandUseHandlers:
         store.append_message(conversation_id, "assistant", answer.text, images)
         return answer.highlight, ""
 
-    def overlay_of(self, conversation_id: str | None) -> str | None:
+    def overlay_of(self, conversation_id: str | None, owner: str | None = None) -> str | None:
         """The stored overlay of a conversation's map (shown again when the conversation is reopened), or None."""
-        if not conversation_id or not self._exists(conversation_id):
+        if not conversation_id or not self._exists(conversation_id, owner):
             return None
         stored = load_map(self.service.store, conversation_id)
         return str(stored.overlay.path) if stored else None
 
-    def ask_tile(self, x: float, y: float, conversation_id: str | None, lang: str = "zh") -> str:
+    def ask_tile(self, x: float, y: float, conversation_id: str | None, lang: str = "zh",
+                 owner: str | None = None) -> str:
         """A click at (x, y) on the overlay: the tile's crop goes to the chat model with a question; -> notice."""
         stored = load_map(self.service.store, conversation_id) if conversation_id and self._exists(
-            conversation_id) else None
+            conversation_id, owner) else None
         if stored is None:
             return tr(lang, "no_map")
         lang = lang if lang in TILE_QUESTION else "zh"
@@ -157,9 +160,10 @@ class LandUseHandlers:
             return str(exc)
         return tr(lang, "asked_tile").format(tile=caption)
 
-    def _exists(self, conversation_id: str) -> bool:
+    def _exists(self, conversation_id: str, owner: str | None = None) -> bool:
+        """Stored and (with a login) this user's; another user's conversation reads as missing."""
         try:
-            self.service.history(conversation_id)
+            self.service.store.check_owner(conversation_id, owner)
             return True
         except NotFound:
             return False
@@ -176,27 +180,34 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
     def session_of(request: gr.Request | None) -> str:
         return getattr(request, "session_hash", None) or "local"
 
-    def run(file, gsd, conv, code, band_text, request: gr.Request = None, progress=gr.Progress()):
-        conv, overlay, files, notice = h.analyze(file, gsd, conv, code, band_text, progress, session_of(request))
-        return refresh(conv, code), conv, overlay, files or None, notice
+    def owner_of(request: gr.Request | None) -> str | None:  # the logged-in user (None without a login)
+        return getattr(request, "username", None) or None
 
-    def ask(text, conv, code):
-        highlight, notice = h.ask_map(text or "", conv, code)
-        return refresh(conv, code), gr.skip() if highlight is None else highlight, notice
+    def run(file, gsd, conv, code, band_text, request: gr.Request = None, progress=gr.Progress()):
+        conv, overlay, files, notice = h.analyze(file, gsd, conv, code, band_text, progress, session_of(request),
+                                                 owner_of(request))
+        return refresh(conv, code, request), conv, overlay, files or None, notice
+
+    def ask(text, conv, code, request: gr.Request = None):
+        highlight, notice = h.ask_map(text or "", conv, code, owner_of(request))
+        return refresh(conv, code, request), gr.skip() if highlight is None else highlight, notice
 
     def cancel(request: gr.Request = None) -> None:
         h.cancel(session_of(request))
 
-    def click(conv, code, evt: gr.SelectData):
+    def click(conv, code, evt: gr.SelectData, request: gr.Request = None):
         x, y = evt.index
-        notice = h.ask_tile(x, y, conv, code)
-        return refresh(conv, code), notice
+        notice = h.ask_tile(x, y, conv, code, owner_of(request))
+        return refresh(conv, code, request), notice
+
+    def overlay_view(conv, request: gr.Request = None):
+        return h.overlay_of(conv, owner_of(request))
 
     # Gradio injects the request / the click by annotation; this module's annotations are strings naming a local
     # import it cannot resolve, so they are given as the classes themselves.
-    run.__annotations__["request"] = gr.Request
+    for fn in (run, ask, cancel, click, overlay_view):
+        fn.__annotations__["request"] = gr.Request
     click.__annotations__["evt"] = gr.SelectData
-    cancel.__annotations__["request"] = gr.Request
 
     with gr.Accordion(tr(lang0, "panel"), open=False, elem_id="landuse-panel"):
         with gr.Row():
@@ -221,7 +232,7 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
     overlay.select(click, [conversation, lang], [chatbot, notice], api_visibility="private",
                    concurrency_id="generate", concurrency_limit=1)
     # Opening another conversation (sidebar, new, delete) shows its stored map, or none, without recomputing.
-    conversation.change(h.overlay_of, [conversation], overlay, api_visibility="private", queue=False)
+    conversation.change(overlay_view, [conversation], overlay, api_visibility="private", queue=False)
 
 
 # --- terminal chat ---------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ import gradio as gr
 from bot.service import ConversationService, NotFound, ServiceError, StorageError, TurnEvent
 from model_adapter.images import ImageError
 from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
+from storage import Accounts
+from ui.access import PrivateFiles, login_check
 from ui.chat_view import (conversation_choices, error_bubble, example_files, export_filename, queued_bubble,
                           thinking_bubble, to_chatbot)
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
@@ -74,6 +76,11 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "local"
 
 
+def _owner(request: gr.Request | None) -> str | None:
+    """The logged-in user (Gradio's login), whose conversations alone this request sees; None without a login."""
+    return getattr(request, "username", None) or None
+
+
 class ChatHandlers:
     """Event handlers of the web chat; each is a plain function that tests can call without a browser."""
 
@@ -102,11 +109,12 @@ class ChatHandlers:
         return {"temperature": pick("temperature"), "top_p": pick("top_p"),
                 "max_new_tokens": self.settings.max_new_tokens}
 
-    def generation_of(self, conversation_id: str | None) -> tuple[float, float, int]:
+    def generation_of(self, conversation_id: str | None, owner: str | None = None) -> tuple[float, float, int]:
         values = self.default_generation()
         if conversation_id:
             try:
-                values.update({k: v for k, v in self.service.history(conversation_id).settings.items() if k in values})
+                values.update({k: v for k, v in self.service.history(conversation_id, owner).settings.items()
+                               if k in values})
             except NotFound:
                 pass
         return values["temperature"], values["top_p"], int(values["max_new_tokens"])
@@ -116,21 +124,25 @@ class ChatHandlers:
         return {"temperature": temperature, "top_p": top_p,
                 "max_new_tokens": int(max_new_tokens) if max_new_tokens else None}
 
-    def remember(self, conversation_id: str | None, temperature: float, top_p: float, max_new_tokens: float) -> None:
+    def remember(self, conversation_id: str | None, temperature: float, top_p: float, max_new_tokens: float,
+                 request: gr.Request = None) -> None:
         """Slider released: store the values with the conversation (a new one gets them when it starts)."""
         if conversation_id:
             try:
-                self.service.set_generation(conversation_id, **self._generation(temperature, top_p, max_new_tokens))
+                self.service.set_generation(conversation_id, _owner(request),
+                                            **self._generation(temperature, top_p, max_new_tokens))
             except NotFound:
                 pass
 
     # --- sidebar ------------------------------------------------------------------------------------------------------
-    def sidebar(self, lang: str, selected: str | None, select: bool = True, session: str | None = None) -> dict[str, Any]:
+    def sidebar(self, lang: str, selected: str | None, select: bool = True, session: str | None = None,
+                owner: str | None = None) -> dict[str, Any]:
         """The conversation list, newest first, filtered by this tab's search. select=False leaves the selection
         as the browser has it (after a turn in the open conversation), so a tab's selection is never reset under
         the user's pointer."""
         query = self._queries.get(session, "") if session else ""
-        choices = conversation_choices(self.service.conversations(limit=SIDEBAR_LIMIT, query=query), lang)
+        choices = conversation_choices(
+            self.service.conversations(limit=SIDEBAR_LIMIT, query=query, owner=owner), lang)
         if not select:
             return gr.update(choices=choices)
         return gr.update(choices=choices, value=selected if selected in {c[1] for c in choices} else None)
@@ -138,7 +150,7 @@ class ChatHandlers:
     def thumbnails(self, request: gr.Request = None) -> Any:
         """The sidebar's thumbnails as one `<style>` (the first image of each listed conversation, made once per
         image); skipped when this tab already has exactly these, so a turn costs nothing here."""
-        listed = [c.id for c in self.service.conversations(limit=SIDEBAR_LIMIT)]
+        listed = [c.id for c in self.service.conversations(limit=SIDEBAR_LIMIT, owner=_owner(request))]
         found = self.service.thumbnails(listed)
         signature = tuple((cid, found[cid][0]) for cid in listed if cid in found)
         session = _session(request)
@@ -152,36 +164,40 @@ class ChatHandlers:
         with self._lock:
             self._queries.pop(_session(request), None)
             self._thumbs_sent.pop(_session(request), None)
-        return self.sidebar(lang, None)
+        return self.sidebar(lang, None, owner=_owner(request))
 
     def search(self, query: str, lang: str, selected: str | None, request: gr.Request = None) -> dict[str, Any]:
         """Filter this tab's history by words in titles and messages (questions and answers); empty: all."""
         session = _session(request)
         with self._lock:
             self._queries[session] = (query or "").strip()
-        return self.sidebar(lang, selected, session=session)
+        return self.sidebar(lang, selected, session=session, owner=_owner(request))
 
     def open(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple:
         """Show a stored conversation exactly as stored (images included) and its generation settings."""
         if not conversation_id:
             return self.new(lang, request)
+        owner = _owner(request)
         try:
-            view = self.service.history(conversation_id)
+            view = self.service.history(conversation_id, owner)
         except NotFound:
             return self.new(lang, request)
-        temperature, top_p, max_new = self.generation_of(conversation_id)
-        return (to_chatbot(view, lang), view.id, False, view.title, temperature, top_p, max_new,
-                gr.update(visible=False), self.sidebar(lang, view.id, session=_session(request)), view.id)
+        temperature, top_p, max_new = self.generation_of(conversation_id, owner)
+        return (self._chat(view, lang, owner), view.id, False, view.title, temperature, top_p, max_new,
+                gr.update(visible=False), self.sidebar(lang, view.id, session=_session(request), owner=owner), view.id)
 
     def new(self, lang: str, request: gr.Request = None) -> tuple:
         temperature, top_p, max_new = self.generation_of(None)
         return ([], None, False, "", temperature, top_p, max_new, gr.update(visible=False),
-                self.sidebar(lang, None, session=_session(request)), "")
+                self.sidebar(lang, None, session=_session(request), owner=_owner(request)), "")
 
     def rename(self, conversation_id: str | None, title: str, lang: str, request: gr.Request = None) -> dict[str, Any]:
         if conversation_id and title.strip():
-            self.service.rename(conversation_id, title)
-        return self.sidebar(lang, conversation_id, session=_session(request))
+            try:
+                self.service.rename(conversation_id, title, owner=_owner(request))
+            except NotFound:
+                pass
+        return self.sidebar(lang, conversation_id, session=_session(request), owner=_owner(request))
 
     def ask_delete(self, conversation_id: str | None) -> dict[str, Any]:
         return gr.update(visible=bool(conversation_id))
@@ -192,18 +208,19 @@ class ChatHandlers:
     def delete(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple:
         if conversation_id:
             try:
-                self.service.delete(conversation_id)
+                self.service.delete(conversation_id, owner=_owner(request))
             except NotFound:
                 pass
         return self.new(lang, request)
 
     # --- export ---------------------------------------------------------------------------------------------------
-    def export(self, conversation_id: str | None, fmt: str, lang: str) -> dict[str, Any]:
-        if not conversation_id:
+    def export(self, conversation_id: str | None, fmt: str, lang: str, request: gr.Request = None) -> dict[str, Any]:
+        owner = _owner(request)
+        if not conversation_id or not self._exists(conversation_id, owner):
             gr.Warning(t(lang, "no_conversation"))
             return gr.update(visible=False)
-        path = self.export_dir / export_filename(self.service.history(conversation_id), fmt)
-        path.write_text(self.service.export(conversation_id, fmt), encoding="utf-8")
+        path = self.export_dir / export_filename(self.service.history(conversation_id, owner), fmt)
+        path.write_text(self.service.export(conversation_id, fmt, owner=owner), encoding="utf-8")
         return gr.update(value=str(path), visible=True)
 
     # --- turns ----------------------------------------------------------------------------------------------------
@@ -227,7 +244,7 @@ class ChatHandlers:
     ) -> Iterator[ChatOutputs]:
         """Send the question (and image) of the input box, or the edited last question, and stream the answer.
         `bands` ("4,3,2") picks which bands of a multi-band TIFF are shown; empty: the file's R, G, B, else 1-2-3."""
-        session = _session(request)
+        session, owner = _session(request), _owner(request)
         # A browser's question comes from this tab's queue (`enqueue` emptied the box before Gradio read it for
         # this event); API clients, which have no queue, pass it directly.
         message = self._next_pending(session) or message or {}
@@ -239,40 +256,43 @@ class ChatHandlers:
             image, name = self._read_upload(files, lang)
             if not text.strip() and image is None:
                 raise ServiceError("请输入问题或上传图像 (please type a question or upload an image)")
-            if image is None and not self._has_image(conversation_id):
+            if image is None and not self._has_image(conversation_id, owner):
                 # An image question without an image would be answered with an invented scene: ask for one
                 # (the model is taught the same, but the chat must not depend on it). Nothing is stored.
                 raise UploadError(t(lang, "need_image"))
-            if editing and conversation_id and image is None:  # a new image makes it a new question
-                self.service.set_generation(conversation_id, **generation)
-                def turn(cancel): return self.service.edit_last(conversation_id, text, cancel=cancel)  # noqa: E306
+            if editing and self._exists(conversation_id, owner) and image is None:  # a new image: a new question
+                self.service.set_generation(conversation_id, owner, **generation)
+                def turn(cancel): return self.service.edit_last(conversation_id, text, cancel=cancel,  # noqa: E306
+                                                                owner=owner)
             else:
-                if not self._exists(conversation_id):
-                    conversation_id = created = self.service.start(settings=generation).id
+                if not self._exists(conversation_id, owner):
+                    conversation_id = created = self.service.start(settings=generation, owner=owner).id
                 else:
-                    self.service.set_generation(conversation_id, **generation)
+                    self.service.set_generation(conversation_id, owner, **generation)
                 def turn(cancel): return self.service.send(conversation_id, text, image=image,  # noqa: E306
-                                                           image_name=name, cancel=cancel, bands=bands or None)
+                                                           image_name=name, cancel=cancel, bands=bands or None,
+                                                           owner=owner)
             history, first = None, True
             # The input box is never written while streaming: it may already hold the user's next question.
             # (`enqueue` emptied it when Enter was pressed; API clients get an empty box once, with the first update.)
-            for history in self._stream(conversation_id, turn, lang, session):
-                sidebar = self.sidebar(lang, conversation_id, select=bool(created), session=session) if first else gr.skip()
+            for history in self._stream(conversation_id, turn, lang, session, owner):
+                sidebar = (self.sidebar(lang, conversation_id, select=bool(created), session=session, owner=owner)
+                           if first else gr.skip())
                 yield history, EMPTY_INPUT if first else gr.skip(), conversation_id, False, sidebar, conversation_id
                 first = False
             # the last update carries everything, so API clients' final result is the whole stored conversation
             yield (history, gr.skip(), conversation_id, False,
-                   self.sidebar(lang, conversation_id, select=False, session=session), conversation_id)
+                   self.sidebar(lang, conversation_id, select=False, session=session, owner=owner), conversation_id)
         except USER_ERRORS as exc:
             if created and not self.service.history(created).messages:
                 self.service.delete(created)  # an unusable first turn leaves no empty conversation behind
                 conversation_id = None
             # the question goes back into the box so the user can fix it
-            yield (self._with_error(conversation_id, str(exc), lang, session), {"text": text, "files": files},
+            yield (self._with_error(conversation_id, str(exc), lang, session, owner), {"text": text, "files": files},
                    conversation_id, editing, gr.skip(), conversation_id or "")
         except Exception:  # noqa: BLE001 - the user gets a message, the log gets the traceback
             log.exception("web chat turn failed")
-            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang, session),
+            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang, session, owner),
                    {"text": text, "files": files}, conversation_id, editing, gr.skip(), conversation_id or "")
 
     def regenerate(
@@ -281,37 +301,41 @@ class ChatHandlers:
     ) -> Iterator[ChatOutputs]:
         """Answer the last question again with another (sampled) candidate; the previous answer stays above it as
         a collapsed "earlier answer" bubble (stored, and in the export). See `ConversationService.regenerate`."""
+        owner = _owner(request)
         try:
-            if not conversation_id:
+            if not conversation_id or not self._exists(conversation_id, owner):
                 raise ServiceError(t(lang, "no_conversation"))
-            self.service.set_generation(conversation_id, **self._generation(temperature, top_p, max_new_tokens))
+            self.service.set_generation(conversation_id, owner, **self._generation(temperature, top_p, max_new_tokens))
             history = None
             for history in self._stream(conversation_id, lambda cancel: self.service.regenerate(
-                    conversation_id, cancel=cancel), lang, _session(request)):
+                    conversation_id, cancel=cancel, owner=owner), lang, _session(request), owner):
                 yield history, gr.skip(), conversation_id, False, gr.skip(), gr.skip()
             yield (history, gr.skip(), conversation_id, False,
-                   self.sidebar(lang, conversation_id, select=False, session=_session(request)), conversation_id)
+                   self.sidebar(lang, conversation_id, select=False, session=_session(request), owner=owner),
+                   conversation_id)
         except USER_ERRORS as exc:
-            yield (self._with_error(conversation_id, str(exc), lang), gr.skip(), conversation_id, False, gr.skip(),
-                   gr.skip())
+            yield (self._with_error(conversation_id, str(exc), lang, owner=owner), gr.skip(), conversation_id, False,
+                   gr.skip(), gr.skip())
         except Exception:  # noqa: BLE001
             log.exception("regenerate failed")
-            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang), gr.skip(), conversation_id,
+            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang, owner=owner), gr.skip(),
+                   conversation_id,
                    False, gr.skip(), gr.skip())
 
-    def start_edit(self, conversation_id: str | None, lang: str) -> tuple[Any, bool, str]:
+    def start_edit(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple[Any, bool, str]:
         """Put the last question into the input box; the next submit replaces it and answers anew."""
-        if conversation_id and self._exists(conversation_id):
-            users = [m for m in self.service.history(conversation_id).messages if m.role == "user"]
+        owner = _owner(request)
+        if conversation_id and self._exists(conversation_id, owner):
+            users = [m for m in self.service.history(conversation_id, owner).messages if m.role == "user"]
             if users:
                 return {"text": users[-1].text, "files": []}, True, t(lang, "editing")
         return gr.skip(), False, t(lang, "no_conversation")
 
-    def after_turn(self, conversation_id: str | None) -> tuple[str, Any]:
+    def after_turn(self, conversation_id: str | None, request: gr.Request = None) -> tuple[str, Any]:
         """Clear the editing notice; show the (possibly new) conversation's title in the rename box."""
-        if not self._exists(conversation_id):
+        if not self._exists(conversation_id, _owner(request)):
             return "", gr.skip()
-        return "", self.service.history(conversation_id).title
+        return "", self.service.history(conversation_id, _owner(request)).title
 
     def stop(self, request: gr.Request = None) -> None:
         """Stop this browser session's running answer; the service keeps the partial text as 'interrupted'."""
@@ -320,20 +344,21 @@ class ChatHandlers:
         if event is not None:
             event.set()
 
-    def refresh(self, conversation_id: str | None, lang: str) -> Any:
+    def refresh(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> Any:
         """The stored conversation, once its last answer has settled (after stop)."""
-        if not self._exists(conversation_id):
+        owner = _owner(request)
+        if not self._exists(conversation_id, owner):
             return gr.skip()
         deadline = time.monotonic() + STOP_SETTLE_S
-        view = self.service.history(conversation_id)
+        view = self.service.history(conversation_id, owner)
         while view.messages and view.messages[-1].status == "streaming" and time.monotonic() < deadline:
             time.sleep(0.05)
-            view = self.service.history(conversation_id)
-        return to_chatbot(view, lang)
+            view = self.service.history(conversation_id, owner)
+        return self._chat(view, lang, owner)
 
     # --- internals ------------------------------------------------------------------------------------------------
     def _stream(self, conversation_id: str, turn: Callable[[threading.Event], Iterator[TurnEvent]], lang: str,
-                session: str) -> Iterator[list[dict[str, Any]]]:
+                session: str, owner: str | None = None) -> Iterator[list[dict[str, Any]]]:
         """Run one turn, yielding the whole history after each new piece of the answer."""
         cancel = threading.Event()
         with self._lock:
@@ -346,16 +371,16 @@ class ChatHandlers:
             with closing(turn(cancel)) as events:
                 for event in events:
                     if event.kind in ("done", "error"):
-                        history = to_chatbot(self.service.history(conversation_id), lang)
+                        history = self._chat(self.service.history(conversation_id, owner), lang, owner)
                         yield history + self._queued_bubbles(session, lang)
                         continue
                     if event.kind == "restart":  # regenerate dropped a duplicate candidate and samples again
                         history, answer = None, ""
                         continue
                     if history is None:  # first event: the user's turn and the empty answer are stored
-                        view = self.service.history(conversation_id)
+                        view = self.service.history(conversation_id, owner)
                         view.messages = [m for m in view.messages if m.id != event.message_id or m.role != "assistant"]
-                        history = to_chatbot(view, lang) + [thinking_bubble(lang)]
+                        history = self._chat(view, lang, owner) + [thinking_bubble(lang)]
                     if event.kind == "delta":
                         answer += event.text
                         history[-1] = {"role": "assistant", "content": answer}
@@ -391,24 +416,32 @@ class ChatHandlers:
             raise UploadError(t(lang, "too_big", size=size_mb, limit=self.settings.max_upload_mb))
         return path.read_bytes(), path.name
 
-    def _has_image(self, conversation_id: str | None) -> bool:
-        return self._exists(conversation_id) and any(
-            m.images for m in self.service.history(conversation_id).messages)
+    def _has_image(self, conversation_id: str | None, owner: str | None = None) -> bool:
+        return self._exists(conversation_id, owner) and any(
+            m.images for m in self.service.history(conversation_id, owner).messages)
 
-    def _exists(self, conversation_id: str | None) -> bool:
+    def _exists(self, conversation_id: str | None, owner: str | None = None) -> bool:
+        """The conversation is stored and (with a login) this user's: another user's reads as missing."""
         if not conversation_id:
             return False
         try:
-            self.service.history(conversation_id)
+            self.service.store.check_owner(conversation_id, owner)
             return True
         except NotFound:
             return False
 
     def _with_error(self, conversation_id: str | None, text: str, lang: str,
-                    session: str | None = None) -> list[dict[str, Any]]:
-        view = self.service.history(conversation_id) if self._exists(conversation_id) else None
+                    session: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
+        view = self.service.history(conversation_id, owner) if self._exists(conversation_id, owner) else None
         queued = self._queued_bubbles(session, lang) if session else []
-        return to_chatbot(view, lang) + [error_bubble(text)] + queued
+        return self._chat(view, lang, owner) + [error_bubble(text)] + queued
+
+    @staticmethod
+    def _chat(view, lang: str, owner: str | None) -> list[dict[str, Any]]:
+        """The chatbot's value for a conversation already checked to be `owner`'s. (Gradio serves each image as a
+        copy in its upload cache, under a name only the content gives; the image directory itself is never served,
+        see `PrivateFiles`.)"""
+        return to_chatbot(view, lang)
 
 
 # --- layout -------------------------------------------------------------------------------------------------------
@@ -527,11 +560,13 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
         delete_yes.click(h.delete, [conversation, lang], open_outputs, api_name="delete")
         for slider in gen_inputs:
             slider.release(h.remember, [conversation, *gen_inputs], None, api_visibility="private")
-        export_md.click(lambda c, lg: h.export(c, "md", lg), [conversation, lang], export_file, api_name="export_md")
-        export_json.click(lambda c, lg: h.export(c, "json", lg), [conversation, lang], export_file,
-                          api_name="export_json")
-        export_html.click(lambda c, lg: h.export(c, "html", lg), [conversation, lang], export_file,
-                          api_name="export_html")
+        def exporter(fmt: str) -> Callable[..., Any]:
+            def export(conversation_id: str | None, code: str, request: gr.Request = None) -> Any:
+                return h.export(conversation_id, fmt, code, request)
+            return export
+
+        for button, fmt in ((export_md, "md"), (export_json, "json"), (export_html, "html")):
+            button.click(exporter(fmt), [conversation, lang], export_file, api_name=f"export_{fmt}")
 
         relabel: list[tuple[Any, str, str]] = [
             (new_btn, "value", "new"), (conversations, "label", "history"), (rename_box, "label", "rename_label"),
@@ -554,9 +589,10 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
                 updates.setdefault(component, {})[prop] = t(code, key)
             values = [gr.update(**updates[c]) for c in components]
             header_text = f"## {t(code, 'title')}\n{t(code, 'subtitle')}"
-            view = service.history(conversation_id) if h._exists(conversation_id) else None
+            owner = _owner(request)
+            view = service.history(conversation_id, owner) if h._exists(conversation_id, owner) else None
             return [*values, header_text, to_chatbot(view, code) if view else gr.skip(),
-                    h.sidebar(code, conversation_id, session=_session(request))]
+                    h.sidebar(code, conversation_id, session=_session(request), owner=owner)]
 
         lang.change(switch_language, [lang, conversation], [*components, header, chatbot, conversations],
                     api_visibility="private")
@@ -565,16 +601,23 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
     return demo
 
 
-def launch_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for `demo.launch` from the settings: bind address, login, upload limit, served folders."""
-    auth = None
-    if settings.auth_user and settings.auth_password:
-        auth = (settings.auth_user, settings.auth_password.get_secret_value())
+def launch_options(settings: Settings, accounts: Accounts | None = None, store: Any = None) -> dict[str, Any]:
+    """Keyword arguments for `demo.launch` from the settings: bind address, login (the accounts table and/or
+    --auth-user), upload limit, served folders (the image folder only through Gradio's cache, and with a login a
+    cached image only to its owner when `store`, the ConversationStore, is given: see PrivateFiles)."""
+    from gradio.utils import get_upload_folder
+    from starlette.middleware import Middleware
+
+    auth = login_check(settings, accounts)
+    owned = (lambda sha, user: store.image_owned(sha, user)) if store is not None else None
+    private = Middleware(PrivateFiles, hidden=[settings.resolved_image_dir], cache=Path(get_upload_folder()),
+                         owned=owned)
     return {
         "server_name": settings.host,
         "server_port": settings.port,
         "auth": auth,
         "auth_message": "RemoteGLM" if auth else None,
+        "app_kwargs": {"middleware": [private]},
         "max_file_size": int(settings.max_upload_mb * 1024 * 1024),
         "allowed_paths": [str(settings.resolved_image_dir), str(EXAMPLES_DIR)],
         "show_error": False,

@@ -56,5 +56,8 @@ def test_network_bind_without_working_auth_refuses_to_start(tmp_path, args, env,
 def test_working_auth_or_loopback_may_start():
     assert web_auth_problem(Settings(host="127.0.0.1")) is None
     assert web_auth_problem(Settings(host="0.0.0.0", auth_user="analyst", auth_password="pw")) is None
+    assert web_auth_problem(Settings(host="0.0.0.0"), has_accounts=True) is None  # `python app.py users add`
+    assert "without a login" in web_auth_problem(Settings(host="0.0.0.0"), has_accounts=False)
+    assert "--auth-password" in web_auth_problem(Settings(host="0.0.0.0", auth_user="analyst"), has_accounts=True)
     assert api_auth_problem(Settings(host="127.0.0.1")) is None
     assert api_auth_problem(Settings(host="0.0.0.0", api_key="sk-x")) is None
