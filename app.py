@@ -111,6 +111,12 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
     with one_line_errors(settings):
         private_uploads(settings)  # before build_demo: Gradio reads its upload folder when blocks are made
     service = load_service(settings)
+    if settings.auth_user and settings.auth_password:
+        # the one shared login of earlier versions saw every conversation: it keeps those that have no owner
+        # (made before accounts, or by the terminal chat / API server), so an upgrade hides nothing from it
+        if claimed := service.store.claim(settings.auth_user):
+            print(f"{claimed} conversation(s) without an owner now belong to the --auth-user login "
+                  f"'{settings.auth_user}'", flush=True)
     demo = build_demo(service, settings)
     demo.queue()
     try:
