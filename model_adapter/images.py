@@ -23,6 +23,7 @@ from PIL import Image, ImageFile, ImageOps
 from imagery.errors import ImageError
 from imagery.geotiff import TIFF_MAGIC, is_tiff, read_tiff
 from imagery.header import MAX_DECLARED_PIXELS, ImageHeader, ImageTooLarge, check_header
+from imagery.memory import TRIM_AFTER_BYTES, release_free_memory
 from imagery.probe import open_image
 
 __all__ = ["ImageError", "ImageSource", "ImageTooLarge", "MAX_DECLARED_PIXELS", "TIFF_MAGIC", "downscale",
@@ -48,16 +49,18 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
         image = open_image(data)
     try:
         image = _first_frame(image)
-        check_header(ImageHeader.of(image))
+        header = ImageHeader.of(image)
+        check_header(header)
         _draft(image, max_pixels)
         image.load()
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data surfaces at load()
         raise ImageError(f"图像文件已损坏或不完整，无法解码 (the image is corrupt or truncated: {exc})") from exc
-    image = ImageOps.exif_transpose(image)
-    image = downscale(image, max_pixels)
-    return to_rgb(image)
+    image = to_rgb(downscale(ImageOps.exif_transpose(image), max_pixels))
+    if header.decode_bytes > TRIM_AFTER_BYTES:  # the full-size decode is garbage now: give its pages back
+        release_free_memory()
+    return image
 
 
 def _read_bytes(source: str | Path | bytes | bytearray | BinaryIO) -> bytes:
