@@ -1,4 +1,5 @@
-"""Nothing is left half-done (issue 15, item 5): kill -9 mid-answer, then start again; a full disk.
+"""Nothing is left half-done (issue 15, item 5): kill -9 mid-answer, then start again; a full disk; two writer
+processes on one SQLite file.
 
 kill -9: the answer being written becomes 'interrupted' at the next start-up, with its partial text; what was
 stored before is byte-identical and SQLite's integrity check passes. Full disk: on a real 1 MB tmpfs (mounted in a
@@ -90,3 +91,21 @@ def test_full_disk_gives_a_clear_message_and_leaves_nothing_half_written(tmp_pat
         assert seen[key].startswith("磁盘已满") and "the disk is full" in seen[key], seen
     assert seen["parts"] == []
     assert seen["kept"] and seen["writable_again"]
+
+
+def test_two_processes_appending_to_one_sqlite_file_lose_nothing(tmp_path):
+    """Two processes (web chat and API server on one data dir) append 150 messages each to one conversation at once:
+    all 300 are stored, in each writer's order, and neither sees 'database is locked'."""
+    url = f"sqlite:///{tmp_path / 'remoteglm.db'}"
+    store = ConversationStore(url, tmp_path / "images")
+    conv = store.create(title="shared")
+    writers = [subprocess.Popen([sys.executable, "-m", "tests.reliability.workers", "appender", url,
+                                 str(tmp_path / "images"), conv.id, "150", tag], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True) for tag in ("a", "b")]
+    reports = [json.loads(w.communicate(timeout=240)[0].strip().splitlines()[-1]) for w in writers]
+    assert [r["errors"] for r in reports] == [[], []]
+    texts = [m.text for m in store.get(conv.id).messages]
+    for tag in ("a", "b"):
+        assert [t for t in texts if t.startswith(f"{tag} ")] == [f"{tag} {i}" for i in range(150)]
+    assert len(texts) == 300
+    store.close()

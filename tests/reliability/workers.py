@@ -2,6 +2,7 @@
 
     streamer DB_URL IMAGE_DIR CONVERSATION   answer one turn slowly into the store until killed
     fill_disk DIR                            on a tiny filesystem at DIR: fill it, then store an image and a turn
+    appender DB_URL IMAGE_DIR CONVERSATION N TAG   append N messages to one conversation (another process too)
 """
 
 from __future__ import annotations
@@ -90,5 +91,17 @@ def fill_disk(directory: str) -> None:
     print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
+def appender(url: str, image_dir: str, conversation_id: str, n: str, tag: str) -> None:
+    """Append n messages as fast as possible; print one JSON line with how many raised."""
+    store = ConversationStore(url, Path(image_dir), recover=False)
+    errors = []
+    for i in range(int(n)):
+        try:
+            store.append_message(conversation_id, "user", f"{tag} {i}")
+        except Exception as exc:  # noqa: BLE001 - counted and reported to the test
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+    print(json.dumps({"errors": errors}), flush=True)
+
+
 if __name__ == "__main__":
-    {"streamer": streamer, "fill_disk": fill_disk}[sys.argv[1]](*sys.argv[2:])
+    {"streamer": streamer, "fill_disk": fill_disk, "appender": appender}[sys.argv[1]](*sys.argv[2:])
