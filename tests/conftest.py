@@ -66,3 +66,15 @@ def database_url(request, tmp_path) -> str:
         conn.execute(text("SELECT 1"))
     engine.dispose()
     return POSTGRES_URL
+
+
+@pytest.fixture
+def no_pixel_reads(monkeypatch):
+    """Any rasterio pixel read fails the test: a refusal must come from the header alone."""
+    import rasterio.io
+
+    def read(self, *args, **kwargs):
+        raise AssertionError("a pixel read happened before the refusal")
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", read)
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read_masks", read)

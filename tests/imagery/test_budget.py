@@ -33,16 +33,6 @@ from tests.imagery.bombs import BOMB_BANDS, BOMB_SIDE, multiband_bomb, ramp_scen
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def no_pixel_reads(monkeypatch):
-    """Any rasterio pixel read fails the test: a refusal must come from the header alone."""
-    def read(self, *args, **kwargs):
-        raise AssertionError("a pixel read happened before the refusal")
-
-    monkeypatch.setattr(rasterio.io.DatasetReader, "read", read)
-    monkeypatch.setattr(rasterio.io.DatasetReader, "read_masks", read)
-
-
 def peak_allocation(fn) -> int:
     tracemalloc.start()
     try:

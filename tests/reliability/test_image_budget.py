@@ -12,7 +12,6 @@ import io
 
 import httpx
 import pytest
-import rasterio.io
 from langchain_core.language_models import BaseChatModel
 
 from bot.agent import AgentSettings, RemoteSensingAgent
@@ -23,15 +22,6 @@ from settings import Settings
 from storage import ConversationStore
 from tests.imagery.bombs import multiband_bomb, ramp_scene
 from tests.server.running import RunningServer, ScriptedBackend
-
-
-@pytest.fixture
-def no_pixel_reads(monkeypatch):
-    def read(self, *args, **kwargs):
-        raise AssertionError("a pixel read happened before the refusal")
-
-    monkeypatch.setattr(rasterio.io.DatasetReader, "read", read)
-    monkeypatch.setattr(rasterio.io.DatasetReader, "read_masks", read)
 
 
 def image_body(data: bytes) -> dict:
