@@ -13,19 +13,8 @@ from model_adapter import load_backend
 QUESTION = "这张遥感图像展现了什么场景？"
 
 
-class TestChatRemoteGLMStandard(ChatModelUnitTests):
-    @property
-    def chat_model_class(self):
-        return ChatRemoteGLM
-
-    @property
-    def chat_model_params(self):
-        return {"model": "checkpoints/remoteglm-mini", "temperature": 0}
-
-    @property
-    def init_from_env_params(self):
-        env = {"REMOTEGLM_MODEL": "/models/GLM-4.1V-9B-Thinking", "REMOTEGLM_OPENAI_API_KEY": "sk-env"}
-        return env, {}, {"model": "/models/GLM-4.1V-9B-Thinking", "api_key": "sk-env"}
+class RemoteGLMCapabilities:
+    """What ChatRemoteGLM claims to LangChain's standard suites (unit here, integration in test_standard_suites)."""
 
     @property
     def has_tool_calling(self):
@@ -41,7 +30,23 @@ class TestChatRemoteGLMStandard(ChatModelUnitTests):
 
     @property
     def supports_image_urls(self):
-        return False  # data: and file: URLs yes; no network fetch is promised
+        return False  # data: / file: URLs and paths yes; no network fetch is promised
+
+
+class TestChatRemoteGLMStandard(RemoteGLMCapabilities, ChatModelUnitTests):
+    @property
+    def chat_model_class(self):
+        return ChatRemoteGLM
+
+    @property
+    def chat_model_params(self):
+        return {"model": "checkpoints/remoteglm-mini", "temperature": 0}
+
+    @property
+    def init_from_env_params(self):
+        env = {"REMOTEGLM_MODEL": "/models/GLM-4.1V-9B-Thinking", "REMOTEGLM_OPENAI_API_KEY": "sk-env"}
+        return env, {}, {"model": "/models/GLM-4.1V-9B-Thinking", "api_key": "sk-env"}
+
 
     @property
     def returns_usage_metadata(self):

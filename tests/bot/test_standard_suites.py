@@ -28,6 +28,7 @@ from PIL import Image
 
 from model_adapter import GenerationParams, load_backend
 from settings import DEFAULT_MODEL_DIR
+from tests.bot.test_chat_model import RemoteGLMCapabilities
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 AIRPLANE = EXAMPLES / "ucm_airplane_191.jpg"
@@ -41,7 +42,7 @@ ASYNC_SUITE = [pytest.mark.asyncio,
                pytest.mark.filterwarnings("ignore:.*marked with '@pytest.mark.asyncio' but it is not an async")]
 
 
-class TestChatRemoteGLMIntegration(ChatModelIntegrationTests):
+class TestChatRemoteGLMIntegration(RemoteGLMCapabilities, ChatModelIntegrationTests):
     pytestmark = ASYNC_SUITE
 
     @property
@@ -51,22 +52,6 @@ class TestChatRemoteGLMIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_params(self):
         return {"model": MINI, "temperature": 0, "max_tokens": 24, "device": "cpu"}
-
-    @property
-    def has_tool_calling(self):
-        return False
-
-    @property
-    def has_structured_output(self):
-        return False
-
-    @property
-    def supports_image_inputs(self):
-        return True
-
-    @property
-    def supports_image_urls(self):
-        return False  # data: / file: URLs and paths yes; no network fetch is promised
 
     @property
     def returns_usage_metadata(self):
