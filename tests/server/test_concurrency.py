@@ -69,6 +69,18 @@ def answer(client: OpenAI, ask: dict, stream: bool) -> str:
                    if c.choices)
 
 
+def send_held(backend, client: OpenAI, requests: list[dict]) -> tuple[Held, dict[int, str], list[threading.Thread]]:
+    """Hold the backend's next batch, then send every request from its own thread (odd ones streaming): the
+    answers land in the dict by index once `held.release()` lets the batch run."""
+    held = Held(backend)
+    results: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, answer(client, requests[i], i % 2)))
+               for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    return held, results, threads
+
+
 @pytest.fixture
 def backend(tiny_glm4v_dir):
     backend = load_backend(model=str(tiny_glm4v_dir), device="cpu")  # max_batch_size 16, max_queue 32
@@ -115,12 +127,7 @@ def test_past_the_bound_is_503_with_retry_after_and_nothing_else_fails(backend, 
     with RunningServer(create_app(backend, server_settings, config)) as running:
         client = OpenAI(base_url=running.url, api_key="EMPTY", max_retries=0)
         expected = [answer(client, ask, stream=False) for ask in requests]
-        held = Held(backend)
-        results: dict[int, str] = {}
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, answer(client, requests[i], i % 2)))
-                   for i in range(4)]
-        for t in threads:
-            t.start()
+        held, results, threads = send_held(backend, client, requests)
         wait_for(lambda: in_progress(running) == 4)
         for stream in (False, True):
             with pytest.raises(openai.InternalServerError) as caught:
@@ -179,12 +186,7 @@ def test_a_server_in_front_of_an_openai_compatible_backend_forwards_concurrent_r
         with RunningServer(create_app(proxy_backend, server_settings)) as front:
             client = OpenAI(base_url=front.url, api_key="EMPTY", max_retries=0)
             expected = [answer(client, ask, stream=False) for ask in requests]
-            held = Held(backend)
-            results: dict[int, str] = {}
-            threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, answer(client, requests[i], i % 2)))
-                       for i in range(3)]
-            for t in threads:
-                t.start()
+            held, results, threads = send_held(backend, client, requests)
             wait_for(lambda: in_progress(remote) == 3)  # all three reached the remote model at once
             held.release()
             for t in threads:
