@@ -12,11 +12,17 @@ field name by `add_arguments`), an environment variable with the `REMOTEGLM_` pr
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import inspect
 import os
+import textwrap
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -201,23 +207,154 @@ def api_auth_problem(settings: Settings) -> str | None:
     return None
 
 
-def add_arguments(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
-    """Add one `--flag` per settings field (or per name in `names`), with the field's docstring as help.
+# --- settings object -> command-line flags + environment (one helper, used by every command) ------------------------
+ENV_PREFIX = "REMOTEGLM_"
 
-    Flags default to None so that only what the user typed overrides the environment and the defaults."""
-    for name, field in Settings.model_fields.items():
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under a dataclass's fields (pydantic reads them itself for its models)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _fields(cls: type) -> list[tuple[str, Any, Any, str, bool]]:
+    """(name, type, default, help, required) per field of a pydantic model or a dataclass."""
+    if _issubclass(cls, BaseModel):
+        out = []
+        for name, field in cls.model_fields.items():
+            default = "per user" if field.default_factory is not None else field.default
+            out.append((name, field.annotation, default, field.description or "", field.is_required()))
+        return out
+    hints, docs = typing.get_type_hints(cls), _attribute_docs(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        out.append((f.name, hints[f.name], default, docs.get(f.name, ""), default is None and
+                    f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING))
+    return out
+
+
+def _plain(kind: Any) -> Any:
+    """`int | None` -> int, `Optional[Path]` -> Path; other annotations unchanged."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return kind
+
+
+def _converter(kind: Any):
+    """str -> value for one field type (argparse `type=` and environment values)."""
+    kind = _plain(kind)
+    if kind is bool:
+        def to_bool(text: str) -> bool:
+            if text.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        return to_bool
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0] if typing.get_args(kind) else str
+        return lambda text: tuple(item(x) for x in text.split(",") if x.strip())
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        return lambda text: next((c for c in choices if str(c) == text), text)
+    if kind in (int, float, Path):
+        return kind
+    return str
+
+
+def _issubclass(kind: Any, base: type) -> bool:
+    return isinstance(kind, type) and issubclass(kind, base)
+
+
+def _nested(kind: Any) -> bool:
+    return dataclasses.is_dataclass(kind) or _issubclass(kind, BaseModel)
+
+
+def add_flags(parser: argparse.ArgumentParser, config: type, *, names: list[str] | None = None, prefix: str = "",
+              env_prefix: str = ENV_PREFIX, dest_prefix: str = "") -> None:
+    """Add one `--flag` per field of `config` (a pydantic model or a dataclass; nested ones as `--part.field`),
+    with the field's docstring, its environment variable and its default as help.
+
+    Flags default to "not given" (argparse.SUPPRESS), so that `config_from_flags` can tell what the user typed
+    from the environment and the defaults. `dest_prefix` keeps two configs on one parser apart."""
+    for name, kind, default, doc, required in _fields(config):
         if names is not None and name not in names:
             continue
-        flag = "--" + name.replace("_", "-")
-        default = field.default if field.default_factory is None else "per user"
-        help_text = f"{field.description} [env REMOTEGLM_{name.upper()}; default: {default}]"
-        if field.annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        if _nested(_plain(kind)):
+            add_flags(parser, _plain(kind), prefix=f"{prefix}{name}.", env_prefix=f"{env_prefix}{name.upper()}__",
+                      dest_prefix=dest_prefix)
+            continue
+        flag = "--" + (prefix + name).replace("_", "-")
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        env = f"env {env_prefix}{name.upper()}; " if env_prefix else ""
+        # argparse %-formats help strings: a literal % must be doubled
+        help_text = f"{doc} [{env}default: {shown}]".replace("%", "%%").strip()
+        kwargs: dict[str, Any] = {"dest": dest_prefix + prefix + name, "default": argparse.SUPPRESS, "help": help_text}
+        plain = _plain(kind)
+        if plain is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            parser.add_argument(flag, default=None, help=help_text, metavar=name.upper())
+            kwargs["metavar"] = name.upper()
+            if not _issubclass(config, BaseModel) or typing.get_origin(plain) is tuple:
+                kwargs["type"] = _converter(kind)
+                if typing.get_origin(plain) is Literal:
+                    kwargs["choices"] = typing.get_args(plain)
+            # else: the text goes to pydantic, which converts it and names what is wrong in its own words
+        if required:
+            kwargs["required"] = True
+        parser.add_argument(flag, **kwargs)
+
+
+def flag_values(args: argparse.Namespace, config: type, *, prefix: str = "", env_prefix: str = ENV_PREFIX,
+                dest_prefix: str = "", environment: bool | None = None) -> dict[str, Any]:
+    """The values for `config(**values)`: flags the user typed, else (for configs that do not read the environment
+    themselves, i.e. everything but pydantic BaseSettings) the `env_prefix` variables; nested configs built."""
+    given = vars(args)
+    if environment is None:
+        environment = not _issubclass(config, BaseSettings)
+    values: dict[str, Any] = {}
+    for name, kind, _default, _doc, _required in _fields(config):
+        if _nested(_plain(kind)):
+            part = flag_values(args, _plain(kind), prefix=f"{prefix}{name}.", dest_prefix=dest_prefix,
+                               env_prefix=f"{env_prefix}{name.upper()}__", environment=environment)
+            if part:
+                values[name] = _plain(kind)(**part)
+            continue
+        dest = dest_prefix + prefix + name
+        if dest in given:
+            values[name] = given[dest]
+        elif environment and env_prefix and (env_prefix + name.upper()) in os.environ:
+            values[name] = _converter(kind)(os.environ[env_prefix + name.upper()])
+    return values
+
+
+def config_from_flags(args: argparse.Namespace, config: type, **kwargs: Any) -> Any:
+    """An instance of `config` from the flags `add_flags` added, the environment and the defaults, in that order."""
+    return config(**flag_values(args, config, **kwargs))
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """One `--flag` per Settings field (or per name in `names`); see `add_flags`."""
+    add_flags(parser, Settings, names=names)
 
 
 def from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by the flags given on the command line."""
-    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    return Settings(**given)
+    return config_from_flags(args, Settings)

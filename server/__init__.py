@@ -14,6 +14,7 @@ import argparse
 
 from server.app import create_app
 from server.serving import ServerConfig
+from settings import add_flags, config_from_flags
 
 DEFAULT_PORT = 8000
 _PREFIX = "server_"
@@ -21,15 +22,12 @@ _PREFIX = "server_"
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per ServerConfig field (--max-waiting, --allowed-image-dir, ...), for `serve` commands."""
-    for name, field in ServerConfig.model_fields.items():
-        parser.add_argument("--" + name.replace("_", "-"), default=None, dest=_PREFIX + name, metavar=name.upper(),
-                            help=f"{field.description} [env REMOTEGLM_{name.upper()}; default: {field.default}]")
+    add_flags(parser, ServerConfig, dest_prefix=_PREFIX)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """ServerConfig from the environment, overridden by the flags `add_server_arguments` added."""
-    given = {k.removeprefix(_PREFIX): v for k, v in vars(args).items() if k.startswith(_PREFIX) and v is not None}
-    return ServerConfig(**given)
+    return config_from_flags(args, ServerConfig, dest_prefix=_PREFIX)
 
 
 def serve(settings, port: int | None = None, config: ServerConfig | None = None) -> None:
