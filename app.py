@@ -1,7 +1,7 @@
 """RemoteGLM's front door: `python app.py` opens the web chat; subcommands start the other entry points.
 
     python app.py                         # web chat at http://127.0.0.1:7860 on the default model
-    python app.py --model /tmp/tiny       # ... on another model (python -m tests.tiny_models glm4v /tmp/tiny)
+    python app.py --model /tmp/tiny       # ... on another model (python -m testing.tiny_models glm4v /tmp/tiny)
     python app.py cli [--image X.jpg] [--conversation ID]    # terminal chat
     python app.py serve                   # OpenAI-compatible API server (server/)
     python app.py users add NAME [--admin]   # a web chat login (password from a prompt or REMOTEGLM_NEW_PASSWORD)
@@ -26,7 +26,7 @@ from pathlib import Path
 from settings import DEFAULT_MODEL_DIR, Settings, add_arguments, api_auth_problem, from_args, web_auth_problem
 
 STARTED = time.perf_counter()
-TINY_MODEL = "a tiny test model: `python -m tests.tiny_models glm4v /tmp/tiny && python app.py --model /tmp/tiny`"
+TINY_MODEL = "a tiny test model: `python -m testing.tiny_models glm4v /tmp/tiny && python app.py --model /tmp/tiny`"
 TINY_MODEL_HINT = f"point --model (or REMOTEGLM_MODEL) at a model directory, e.g. {TINY_MODEL}"
 
 

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_turn:
             model = args.model
             if model is None:
-                from tests.tiny_models import build_tiny_glm4v
+                from testing.tiny_models import build_tiny_glm4v
 
                 model = str(build_tiny_glm4v(tmp_path / "tiny-glm4v"))
             bench_turn(model, args.new_tokens, args.reps, tmp_path / "turn")

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from finetune import lora  # noqa: E402
-from tests.tiny_models import QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, build_tiny_qwen2_5_vl, build_tokenizer  # noqa: E402
+from testing.tiny_models import QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, build_tiny_qwen2_5_vl, build_tokenizer  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 

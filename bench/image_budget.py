@@ -45,7 +45,7 @@ print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - started, 
 
 def write_cases(folder: Path) -> dict[str, Path]:
     sys.path.insert(0, str(ROOT))
-    from tests.imagery.bombs import multiband_bomb, ramp_scene
+    from testing.images import multiband_bomb, ramp_scene
 
     cases = {"bomb 8 x uint16 10000x10000": multiband_bomb(), "allowed 8 x uint16 5000x5000": ramp_scene(5000, 5000, 8)}
     paths = {}

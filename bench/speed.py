@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp_path = Path(tmp)
         model = args.model
         if model is None:
-            from tests.tiny_models import build_tiny_glm4v
+            from testing.tiny_models import build_tiny_glm4v
 
             model = str(build_tiny_glm4v(tmp_path / "tiny-glm4v"))
         print(f"model: {model}  new tokens: {args.new_tokens}  cpus: {os.cpu_count()}  "

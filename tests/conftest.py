@@ -15,7 +15,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from tests.tiny_models import build_tiny_glm4v, build_tiny_qwen2_5_vl  # noqa: E402
+from testing.tiny_models import build_tiny_glm4v, build_tiny_qwen2_5_vl  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from imagery.header import ImageHeader, ImageTooLarge, check_header, decode_budg
 from imagery.probe import probe, probe_checked
 from model_adapter.images import MAX_DECLARED_PIXELS, load_image
 from storage.images import ImageStore
-from tests.imagery.bombs import BOMB_BANDS, BOMB_SIDE, multiband_bomb, ramp_scene
+from testing.images import BOMB_BANDS, BOMB_SIDE, multiband_bomb, ramp_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ from imagery.header import ImageTooLarge
 from server import ServerConfig, create_app
 from settings import Settings
 from storage import ConversationStore
-from tests.imagery.bombs import multiband_bomb, ramp_scene
+from testing.images import multiband_bomb, ramp_scene
 from tests.server.running import RunningServer, ScriptedBackend
 
 

@@ -34,7 +34,7 @@ def test_missing_default_model_says_how_to_point_at_one(monkeypatch, tmp_path, c
     monkeypatch.setattr(app, "DEFAULT_MODEL_DIR", missing)
     monkeypatch.setenv("REMOTEGLM_MODEL", str(missing))
     assert app.main(["--data-dir", str(tmp_path)]) == 2
-    assert "python -m tests.tiny_models glm4v /tmp/tiny" in one_error_line(capsys)
+    assert "python -m testing.tiny_models glm4v /tmp/tiny" in one_error_line(capsys)
 
 
 def test_missing_model_directory_is_one_line(tmp_path, capsys):

@@ -6,7 +6,7 @@ tokenizer trained locally with `tokenizers`, the architecture's own processor an
 model's own format, and save them to a directory. The directory then loads through exactly the code path a
 9 B checkpoint uses (`AutoModelForImageTextToText` / `AutoProcessor`).
 
-    python -m tests.tiny_models glm4v /tmp/tiny-glm4v
+    python -m testing.tiny_models glm4v /tmp/tiny-glm4v
 """
 
 from __future__ import annotations
