@@ -1,4 +1,4 @@
-"""RemoteGLM's front door: `python app.py` opens the web chat; subcommands start the other entry points.
+"""RemoteGLM's one command-line entry: `python app.py` opens the web chat; a name -> function table starts the rest.
 
     python app.py                         # web chat at http://127.0.0.1:7860 on the default model
     python app.py --model /tmp/tiny       # ... on another model (python -m testing.tiny_models glm4v /tmp/tiny)
@@ -6,16 +6,28 @@
     python app.py serve                   # OpenAI-compatible API server (server/)
     python app.py users add NAME [--admin]   # a web chat login (password from a prompt or REMOTEGLM_NEW_PASSWORD)
     python app.py users list | delete NAME | passwd NAME | claim NAME
-    python app.py --help                  # every flag; each also reads REMOTEGLM_<NAME> from the environment
+    python app.py translate run ...       # = python -m translate run ...      (translate/)
+    python app.py build-data build ...    # = python -m finetune.data build ...
+    python app.py train-lora train ...    # = python -m finetune.lora train ...
+    python app.py train-mini ...          # = python -m finetune.mini ...
+    python app.py evaluate ...            # = python -m finetune.evaluate ...
+    python app.py bench speed ...         # = python -m bench.speed ...  (`python app.py bench` lists the scripts)
+    python app.py --help                  # the table and every flag; each also reads REMOTEGLM_<NAME> from the env
 
+`pip install .` gives the same table as the `remoteglm` command. The web, cli, serve and users commands share the
+settings flags below; every other entry imports its module only when chosen and hands it the rest of the command
+line (its own `main(argv)`), so `python app.py translate --help` shows the translation tool's flags.
 This file only wires settings, the conversation service and a user interface together.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import getpass
+import importlib
 import os
+import runpy
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +38,7 @@ from pathlib import Path
 from settings import DEFAULT_MODEL_DIR, Settings, add_arguments, api_auth_problem, from_args, web_auth_problem
 
 STARTED = time.perf_counter()
+PROG = "remoteglm" if Path(sys.argv[0]).name == "remoteglm" else "python app.py"  # the installed command, or this file
 TINY_MODEL = "a tiny test model: `python -m testing.tiny_models glm4v /tmp/tiny && python app.py --model /tmp/tiny`"
 TINY_MODEL_HINT = f"point --model (or REMOTEGLM_MODEL) at a model directory, e.g. {TINY_MODEL}"
 
@@ -210,29 +223,99 @@ def users(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _module_main(module: str, argv: list[str], prog: str) -> int:
+    """Run `python -m module *argv`: its `main(argv)` where it has one, else its `__main__` (a package's)."""
+    loaded = importlib.import_module(module)
+    entry = getattr(loaded, "main", None)
+    old_argv = sys.argv
+    sys.argv = [prog, *argv]  # argparse names the program after argv[0] in its usage lines
+    try:
+        if entry is not None:
+            return int(entry(argv) or 0)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return 0
+    except SystemExit as exc:  # argparse's --help / usage errors, or a __main__ that exits with main()'s result
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old_argv
+
+
+BENCH_DIR = Path(__file__).resolve().parent / "bench"
+
+
+def bench_scripts() -> dict[str, str]:
+    """bench/'s scripts and the first line of each one's docstring, read without importing them (torch...)."""
+    scripts = {}
+    for path in sorted(BENCH_DIR.glob("*.py")):
+        if path.stem.startswith("_"):
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        scripts[path.stem] = doc.split("\n")[0].removeprefix("Benchmark: ")
+    return scripts
+
+
+def bench(argv: list[str]) -> int:
+    """`python app.py bench NAME ...` runs bench/NAME.py's main with the rest; without a NAME, lists them."""
+    scripts = bench_scripts()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in scripts:
+        lines = "\n".join(f"  {name:<16} {line}" for name, line in scripts.items())
+        out = sys.stdout if not argv or argv[0] in ("-h", "--help") else sys.stderr
+        if argv and out is sys.stderr:
+            print(f"错误 error: no benchmark {argv[0]!r}", file=out)
+        print(f"usage: {PROG} bench NAME [flags]   ({PROG} bench NAME --help: its flags)\n"
+              f"benchmarks:\n{lines}", file=out, flush=True)
+        return 0 if out is sys.stdout else 2
+    return _module_main(f"bench.{argv[0]}", argv[1:], f"{PROG} bench {argv[0]}")
+
+
 @dataclass(frozen=True)
 class Command:
-    run: Callable[[Settings, argparse.Namespace], int]
+    """One entry of the table: either `run(argv)`, handed the command line after the command's name (the module
+    is imported only then), or `settings_run(settings, args)` for the commands that share the settings flags."""
+
     help: str
+    run: Callable[[list[str]], int] | None = None
+    settings_run: Callable[[Settings, argparse.Namespace], int] | None = None
+
+
+def _module(module: str, name: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        return _module_main(module, argv, f"{PROG} {name}")
+    return run
 
 
 COMMANDS: dict[str, Command] = {
-    "web": Command(web, "web chat in the browser (the default)"),
-    "cli": Command(cli, "terminal chat: image path, questions, streamed answers; clear / history / stop"),
-    "serve": Command(serve, "OpenAI-compatible API server (/v1/chat/completions)"),
-    "users": Command(users, "web chat accounts: users add NAME [--admin] | list | delete NAME | passwd NAME | "
-                            "claim NAME"),
+    "web": Command("web chat in the browser (the default)", settings_run=web),
+    "cli": Command("terminal chat: image path, questions, streamed answers; clear / history / stop", settings_run=cli),
+    "serve": Command("OpenAI-compatible API server (/v1/chat/completions)", settings_run=serve),
+    "users": Command("web chat accounts: users add NAME [--admin] | list | delete NAME | passwd NAME | claim NAME",
+                     settings_run=users),
+    "translate": Command("translate caption files with an OpenAI-compatible LLM (= python -m translate)",
+                         _module("translate.__main__", "translate")),
+    "build-data": Command("build the instruction-tuning conversations (= python -m finetune.data)",
+                          _module("finetune.data", "build-data")),
+    "train-lora": Command("LoRA / QLoRA fine-tuning and adapter export (= python -m finetune.lora)",
+                          _module("finetune.lora", "train-lora")),
+    "train-mini": Command("train RemoteGLM-mini from scratch (= python -m finetune.mini)",
+                          _module("finetune.mini", "train-mini")),
+    "evaluate": Command("evaluate any model on a dataset split (= python -m finetune.evaluate)",
+                        _module("finetune.evaluate", "evaluate")),
+    "bench": Command("benchmarks that print figures: bench NAME ... (= python -m bench.NAME; `bench` lists them)",
+                     bench),
 }
+SETTINGS_COMMANDS = [name for name, command in COMMANDS.items() if command.settings_run is not None]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    commands = "\n".join(f"  {name:<6} {command.help}" for name, command in COMMANDS.items())
+    commands = "\n".join(f"  {name:<11} {command.help}" for name, command in COMMANDS.items())
     parser = argparse.ArgumentParser(
-        prog="python app.py", description="RemoteGLM: chat about remote-sensing images.",
-        epilog=f"commands:\n{commands}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG, usage=f"{PROG} [COMMAND] [flags]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="RemoteGLM: chat about remote-sensing images.\n\ncommands (python app.py COMMAND --help: its "
+                    f"flags; the settings flags below are those of web, cli, serve and users):\n{commands}",
     )
-    parser.add_argument("command", nargs="?", default="web", choices=list(COMMANDS),
-                        help="what to start (default: web)")
+    parser.add_argument("command", nargs="?", default="web", choices=SETTINGS_COMMANDS,
+                        help="what to start (default: web); the other commands of the table parse their own flags")
     parser.add_argument("users_action", nargs="?", choices=["add", "list", "delete", "passwd", "claim"],
                         help="users: what to do with the accounts")
     parser.add_argument("name", nargs="?", help="users: the account's name")
@@ -244,10 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run_with_settings(argv: list[str]) -> int:
+    """web / cli / serve / users: the settings flags (and REMOTEGLM_* variables) parsed, then the command run."""
     from pydantic import ValidationError
-
-    os.umask(0o077)  # what RemoteGLM writes (database, images, uploads, exports) is readable by this user only
 
     args = build_parser().parse_args(argv)
     try:
@@ -257,10 +339,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"错误 error: invalid setting: {problems}", file=sys.stderr, flush=True)
         return 2
     try:
-        return COMMANDS[args.command].run(settings, args)
+        return COMMANDS[args.command].settings_run(settings, args)
     except StartupError as exc:
         print(f"错误 error: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The entry of `python app.py` and of the installed `remoteglm` command: look the first word up in the table."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    os.umask(0o077)  # what RemoteGLM writes (database, images, uploads, exports) is readable by this user only
+    if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].run is not None:
+        return COMMANDS[argv[0]].run(argv[1:])
+    return _run_with_settings(argv)  # no command word: the web chat (or settings flags first: `--model X cli`)
+
 
 if __name__ == "__main__":
     sys.exit(main())
