@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import openai
@@ -83,20 +84,52 @@ def test_chat_openai_invokes_and_streams_unchanged(server, served_name, airplane
         answer.usage_metadata["output_tokens"]
 
 
-def test_multi_turn_text_only_conversation(client, served_name, airplane_jpg):
-    messages = image_message(airplane_jpg) + [{"role": "assistant", "content": "机场。"},
-                                              {"role": "user", "content": "图中有多少架飞机？"}]
-    response = client.chat.completions.create(model=served_name, messages=messages, max_tokens=4)
-    assert response.usage.prompt_tokens > 10
+@pytest.fixture(scope="module")
+def scripted(server_settings, allowed_dir):
+    """A server whose backend records the messages it is handed (what the request was turned into)."""
+    backend = ScriptedBackend(["机场"])
+    app = create_app(backend, server_settings, ServerConfig(allowed_image_dir=allowed_dir))
+    with RunningServer(app) as running:
+        yield backend, OpenAI(base_url=running.url, api_key="EMPTY", max_retries=0)
 
 
-def test_file_url_under_the_allowed_directory_is_read(client, served_name, allowed_dir):
-    url = (allowed_dir / "airplane.jpg").as_uri()
-    response = client.chat.completions.create(
-        model=served_name, max_tokens=3,
-        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                               {"type": "text", "text": QUESTION}]}])
-    assert response.usage.completion_tokens >= 1
+def test_multi_turn_text_only_conversation(client, served_name, airplane_jpg, scripted):
+    """An image question, its answer and a text-only follow-up: every turn reaches the model, in order, the image
+    with the first question only, and the follow-up is answered."""
+    follow_up = [{"role": "assistant", "content": "机场。"}, {"role": "user", "content": "图中有多少架飞机？"}]
+    backend, scripted_client = scripted
+    answer = scripted_client.chat.completions.create(model="scripted", messages=image_message(airplane_jpg) + follow_up)
+    assert answer.choices[0].message.content == "机场"
+    turns = backend.seen[-1]
+    assert [(m.role, m.text, len(m.images)) for m in turns] == [
+        ("user", QUESTION, 1), ("assistant", "机场。", 0), ("user", "图中有多少架飞机？", 0)]
+    # on the real model the prompt holds the whole conversation: longer than the first turn alone
+    first = client.chat.completions.create(model=served_name, messages=image_message(airplane_jpg), max_tokens=1)
+    response = client.chat.completions.create(model=served_name, messages=image_message(airplane_jpg) + follow_up,
+                                              max_tokens=4)
+    assert response.usage.prompt_tokens > first.usage.prompt_tokens + 5
+    assert response.usage.completion_tokens >= 1 and isinstance(response.choices[0].message.content, str)
+
+
+def test_file_url_under_the_allowed_directory_is_read(client, served_name, allowed_dir, airplane_jpg, scripted):
+    """A file: URL under the allowed directory reaches the model as that file's image, exactly as the same bytes
+    sent as a data: URL do."""
+    def ask(url: str, to: OpenAI = client, model: str = served_name):
+        return to.chat.completions.create(
+            model=model, max_tokens=3, temperature=0,
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                   {"type": "text", "text": QUESTION}]}])
+
+    backend, scripted_client = scripted
+    ask((allowed_dir / "airplane.jpg").as_uri(), scripted_client, "scripted")
+    from_file = backend.seen[-1][0].images
+    ask(data_url(airplane_jpg), scripted_client, "scripted")
+    from_data = backend.seen[-1][0].images
+    assert len(from_file) == 1 and from_file[0].size == from_data[0].size
+    assert from_file[0].tobytes() == from_data[0].tobytes()
+    by_file, by_data = ask((allowed_dir / "airplane.jpg").as_uri()), ask(data_url(airplane_jpg))
+    assert by_file.usage.prompt_tokens == by_data.usage.prompt_tokens  # the image's tokens are in the prompt
+    assert by_file.choices[0].message.content == by_data.choices[0].message.content  # greedy: the same answer
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
@@ -256,19 +289,31 @@ def test_stop_cutter(pieces, stops, expected):
 
 
 def test_concurrent_requests_get_their_one_by_one_answers(client, served_name, airplane_jpg, harbor_jpg):
+    """Three requests in flight at the same time (their spans overlap) get exactly the answers they get one by one."""
     asks = [dict(model=served_name, messages=image_message(image), max_tokens=6, temperature=0)
             for image in (airplane_jpg, harbor_jpg, airplane_jpg)]
     sequential = [client.chat.completions.create(**ask).choices[0].message.content for ask in asks]
     results: dict[int, str] = {}
+    spans: dict[int, tuple[float, float]] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
 
     def run(i: int) -> None:
-        results[i] = client.chat.completions.create(**asks[i]).choices[0].message.content
+        try:
+            barrier.wait(10)
+            start = time.perf_counter()
+            results[i] = client.chat.completions.create(**asks[i]).choices[0].message.content
+            spans[i] = (start, time.perf_counter())
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    assert not errors and len(results) == 3, errors
+    assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values()), spans  # all three in flight at once
     assert [results[i] for i in range(3)] == sequential
 
 

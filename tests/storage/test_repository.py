@@ -44,13 +44,32 @@ def test_images_are_stored_once_by_content_hash(store, airplane_jpg):
 
 
 def test_database_holds_references_not_image_bytes(store, airplane_jpg):
-    conv = store.create()
-    store.append_message(conv.id, "user", "q", images=[store.add_image(airplane_jpg)])
-    with store.engine.connect() as conn:
-        from sqlalchemy import text
+    """The image is a file named by its SHA-256; the database rows point at it and hold none of its bytes (raw or
+    base64) in any table."""
+    import base64
+    import hashlib
 
-        rows = conn.execute(text("SELECT * FROM image")).mappings().all()
-    assert all(len(str(value)) < 200 for row in rows for value in row.values())
+    from sqlalchemy import inspect, text
+
+    conv = store.create()
+    image = store.add_image(airplane_jpg)
+    message = store.append_message(conv.id, "user", "q", images=[image])
+    digest = hashlib.sha256(airplane_jpg).hexdigest()
+    assert image.sha256 == digest and image.path.read_bytes() == airplane_jpg
+    with store.engine.connect() as conn:
+        rows = {table: conn.execute(text(f"SELECT * FROM {table}")).mappings().all()
+                for table in inspect(conn).get_table_names()}
+    (stored,) = rows["image"]
+    assert stored["sha256"] == digest and stored["filename"] == image.path.name and digest in image.path.name
+    assert stored["size_bytes"] == len(airplane_jpg)
+    assert [(r["message_id"], r["image_sha256"]) for r in rows["message_image"]] == [(message.id, digest)]
+    encoded = base64.b64encode(airplane_jpg[:60]).decode()[:40]  # a piece of the bytes as a data URL would have it
+    for table, table_rows in rows.items():
+        for row in table_rows:
+            for value in row.values():
+                if isinstance(value, (bytes, memoryview)):
+                    assert airplane_jpg[:64] not in bytes(value), table
+                assert len(str(value)) < 200 and encoded not in str(value), (table, str(value)[:80])
 
 
 def test_list_is_newest_first_and_paginated(store):
