@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--budget-s", type=float, default=330, help="skip the remaining runs once this much time has gone")
     p.add_argument("--cpu-smoke", action="store_true", help="CPU dry run: small model shrunk, few steps")
+    p.add_argument("--runs", default="tiny-lora,small-lora,tiny-qlora,small-qlora", help="comma list of the runs")
     args = p.parse_args(argv)
     import peft
     import transformers
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     data = write_samples(args.out / "train.jsonl", 64)
     plan = [("tiny-lora", tiny, False, args.tiny_steps), ("small-lora", small, False, args.small_steps),
             ("tiny-qlora", tiny, True, args.tiny_steps), ("small-qlora", small, True, args.small_steps)]
+    plan = [run for run in plan if run[0] in args.runs.split(",")]
     rows = []
     for name, base, qlora, steps in plan:
         if qlora and bnb_version is None:

@@ -57,7 +57,7 @@ def request(url: str, image: bytes | None = None, text: str = "这张遥感图�
     return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).status_code
 
 
-def run(model: str, trim: bool) -> dict[str, float]:
+def run(model: str, trim: bool, big_side: int = 9000, idle_s: float = 10.0) -> dict[str, float]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -75,14 +75,14 @@ def run(model: str, trim: bool) -> dict[str, float]:
             except httpx.HTTPError:
                 time.sleep(0.5)
         start = status_mb(server.pid)["VmRSS"]
-        big, small = png(9000, 9000, smooth=True), png(512, 512, smooth=False)
+        big, small = png(big_side, big_side, smooth=True), png(512, 512, smooth=False)
         codes = [request(url, big) for _ in range(4)]
         codes.append(request(url, text="很长" * 50_000))
         codes.append(httpx.post(f"{url}/v1/chat/completions", content=b'{"messages": [' + b" " * 50_000_000 + b"]}",
                                 headers={"content-type": "application/json"}, timeout=300).status_code)
         codes += [request(url, small) for _ in range(10)]
         after = status_mb(server.pid)
-        time.sleep(10)
+        time.sleep(idle_s)
         idle = status_mb(server.pid)
     finally:
         server.terminate()
@@ -94,12 +94,15 @@ def run(model: str, trim: bool) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "checkpoints" / "remoteglm-mini"))
+    ap.add_argument("--big-side", type=int, default=9000, help="side in px of the large PNG (9000: 81 megapixels)")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds idle before the last RSS reading")
+    ap.add_argument("--trim", choices=("both", "off", "on"), default="both", help="which of the two runs")
     args = ap.parse_args(argv)
-    for trim in (False, True):
+    for trim in {"both": (False, True), "off": (False,), "on": (True,)}[args.trim]:
         print(f"trim after large decodes {'on' if trim else 'off'}:")
-        m = run(args.model, trim)
+        m = run(args.model, trim, args.big_side, args.idle)
         print(f"  RSS start {m['start']:.0f} MB, peak {m['peak']:.0f} MB, after the run {m['after']:.0f} MB, "
-              f"idle 10 s later {m['idle']:.0f} MB (ratio to start {m['idle'] / m['start']:.2f})")
+              f"idle {args.idle:g} s later {m['idle']:.0f} MB (ratio to start {m['idle'] / m['start']:.2f})")
     return 0
 
 
