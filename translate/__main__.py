@@ -14,23 +14,22 @@ Exit codes: 0 all done, 1 some units failed, 2 bad settings, 3 stopped early (bu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from translate.config import ConfigError, TranslateConfig
+from settings import add_flags, config_from_flags
+from translate.config import ENV_PREFIX, ConfigError, TranslateConfig
+
+# set by hand below: a positional, a required flag and a repeatable one; every other field through settings.add_flags
+BY_HAND = ("captions", "out", "reuse")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from translate.runner import run  # imports openai / tqdm only when needed
 
-    cfg = TranslateConfig(
-        captions=[Path(p) for p in args.captions], out=Path(args.out), mode=args.mode, base_url=args.base_url,
-        model=args.model, api_key=args.api_key, batch_size=args.batch_size, concurrency=args.concurrency,
-        max_retries=args.max_retries, backoff=args.backoff, timeout=args.timeout, max_attempts=args.max_attempts,
-        max_requests=args.max_requests, max_tokens=args.max_tokens, cache=Path(args.cache), id_start=args.id_start,
-        reuse=[Path(p) for p in args.reuse], prompt_dir=Path(args.prompt_dir) if args.prompt_dir else None,
-        progress=not args.no_progress)
+    cfg = config_from_flags(args, TranslateConfig, env_prefix=ENV_PREFIX)
     try:
         report = run(cfg)
     except ConfigError as err:
@@ -61,30 +60,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if bad == 0 else 1
 
 
+def _field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TranslateConfig)]
+
+
 def _parser() -> argparse.ArgumentParser:
-    d = TranslateConfig(captions=[], out=Path("."))
     p = argparse.ArgumentParser(prog="python -m translate", description="Translate remote-sensing captions.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="translate Karpathy-format caption files")
-    r.add_argument("captions", nargs="+", help="dataset.json files (Karpathy format)")
-    r.add_argument("--out", required=True)
-    r.add_argument("--mode", choices=("sentences", "merge", "rewrite"), default=d.mode)
-    r.add_argument("--base-url", default="", help="OpenAI-compatible endpoint (env REMOTEGLM_TRANSLATE_BASE_URL)")
-    r.add_argument("--model", default="", help="model name (env REMOTEGLM_TRANSLATE_MODEL)")
-    r.add_argument("--api-key", default="", help="API key (env REMOTEGLM_TRANSLATE_API_KEY or OPENAI_API_KEY)")
-    r.add_argument("--batch-size", type=int, default=d.batch_size)
-    r.add_argument("--concurrency", type=int, default=d.concurrency)
-    r.add_argument("--max-retries", type=int, default=d.max_retries)
-    r.add_argument("--backoff", type=float, default=d.backoff)
-    r.add_argument("--timeout", type=float, default=d.timeout)
-    r.add_argument("--max-attempts", type=int, default=d.max_attempts)
-    r.add_argument("--max-requests", type=int, default=None)
-    r.add_argument("--max-tokens", type=int, default=None)
-    r.add_argument("--cache", default=str(d.cache))
-    r.add_argument("--id-start", type=int, default=None)
-    r.add_argument("--reuse", action="append", default=[], help="existing {id,en,zh} file to keep (repeatable)")
-    r.add_argument("--prompt-dir", default=None)
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("captions", nargs="+", type=Path, help="dataset.json files (Karpathy format)")
+    r.add_argument("--out", required=True, type=Path, help="output file: JSONL for sentences / rewrite, a JSON list "
+                   "for merge")
+    r.add_argument("--reuse", action="append", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                   help="existing {id,en,zh} file whose translations are kept (repeatable)")
+    add_flags(r, TranslateConfig, names=[n for n in _field_names() if n not in BY_HAND], env_prefix=ENV_PREFIX)
     c = sub.add_parser("check", help="validate an existing {id,en,zh} translation file")
     c.add_argument("file")
     c.add_argument("-v", "--verbose", action="store_true", help="print every failing line")

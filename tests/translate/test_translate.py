@@ -288,3 +288,23 @@ def test_module_entry_point_runs_as_a_script(tmp_path, fake, shipped):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "requests: 2" in proc.stdout and _rows(out) == _expected(UCM, shipped)
+
+
+# --- flags ---------------------------------------------------------------------------------------------------------
+def test_run_flags_come_from_the_config_with_the_translate_environment(monkeypatch):
+    from settings import config_from_flags
+    from translate.__main__ import _parser
+    from translate.config import ENV_PREFIX, TranslateConfig
+
+    monkeypatch.setenv("REMOTEGLM_TRANSLATE_BATCH_SIZE", "9")
+    monkeypatch.setenv("REMOTEGLM_TRANSLATE_MODEL", "from-env")
+    monkeypatch.setenv("REMOTEGLM_MODEL", "the-app's-model")  # the chat's variable is not the translator's
+    args = _parser().parse_args(["run", "a.json", "b.json", "--out", "o.jsonl", "--reuse", "r1", "--reuse", "r2",
+                                 "--concurrency", "2", "--no-progress", "--mode", "merge", "--max-requests", "5"])
+    cfg = config_from_flags(args, TranslateConfig, env_prefix=ENV_PREFIX)
+    assert cfg.captions == [Path("a.json"), Path("b.json")] and cfg.out == Path("o.jsonl")
+    assert cfg.reuse == [Path("r1"), Path("r2")] and cfg.mode == "merge" and cfg.progress is False
+    assert (cfg.batch_size, cfg.concurrency, cfg.max_requests, cfg.model) == (9, 2, 5, "from-env")
+    args = _parser().parse_args(["run", "a.json", "--out", "o", "--batch-size", "3", "--model", "flag"])
+    cfg = config_from_flags(args, TranslateConfig, env_prefix=ENV_PREFIX)
+    assert (cfg.batch_size, cfg.model, cfg.reuse, cfg.progress) == (3, "flag", [], True)
