@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -83,8 +84,13 @@ def test_choosing_a_command_imports_nothing_heavy():
 
 @pytest.mark.skipif(importlib.util.find_spec("setuptools") is None, reason="setuptools is needed to build the package")
 def test_pip_install_gives_the_remoteglm_command(tmp_path):
+    # built from a copy of the sources: setuptools writes build/ and *.egg-info next to what it builds
+    source = tmp_path / "src"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        ".*", "__pycache__", "build", "*.egg-info", "checkpoints", "data", "artifacts", "runs", "docs", "examples",
+        "tests", "fixtures"))
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", str(REPO_ROOT), "--no-deps", "--no-build-isolation",
+    subprocess.run([sys.executable, "-m", "pip", "install", str(source), "--no-deps", "--no-build-isolation",
                     "--target", str(target), "--quiet", "--no-warn-script-location"], check=True, timeout=300,
                    cwd=tmp_path, capture_output=True)
     env = dict(os.environ, PYTHONPATH=str(target))
