@@ -29,6 +29,7 @@ import importlib
 import os
 import runpy
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,25 +71,92 @@ def check_model(settings: Settings) -> None:
 @contextmanager
 def one_line_errors(settings: Settings) -> Iterator[None]:
     """Turn the errors a user fixes with a flag (model, database, data directory) into a StartupError."""
-    from model_adapter.hf import ModelLoadError
     from storage import DatabaseError
 
     try:
         yield
-    except ModelLoadError as exc:
-        hint = f"(for {TINY_MODEL})" if "--model" in str(exc) else TINY_MODEL_HINT
-        raise StartupError(f"{_one_line(exc)} {hint}") from exc
     except DatabaseError as exc:
         raise StartupError(_one_line(exc)) from exc
     except OSError as exc:  # the data or image directory cannot be created or written
         raise StartupError(f"cannot use {exc.filename}: {exc.strerror}; choose --data-dir / --image-dir") from exc
+    except RuntimeError as exc:
+        hf = sys.modules.get("model_adapter.hf")  # not imported: the error cannot be its ModelLoadError (no torch here)
+        if hf is None or not isinstance(exc, hf.ModelLoadError):
+            raise
+        hint = f"(for {TINY_MODEL})" if "--model" in str(exc) else TINY_MODEL_HINT
+        raise StartupError(f"{_one_line(exc)} {hint}") from exc
 
 
-def load_service(settings: Settings):
-    """The conversation service for these settings; StartupError with the fix when the model or database fails."""
+class LoadingBackend:
+    """The web chat's local model while it loads in a background thread, so that the page is up first (issue 14).
+
+    A question asked before the model is ready waits for it. What the page needs to be built - the model's name
+    and generation defaults (the sliders) - is read from its directory without loading it; any other attribute
+    waits for the real backend and is its. `error` holds a failed load (the web command then exits)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.model_name = Path(settings.model).name if Path(settings.model).exists() else settings.model
+        self.error: BaseException | None = None
+        self.seconds: float | None = None
+        self._settings = settings
+        self._defaults = _generation_defaults_on_disk(settings)
+        self._backend = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._load, name="model-load", daemon=True)
+
+    def start(self) -> LoadingBackend:
+        self.thread.start()
+        return self
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            from model_adapter import load_backend
+
+            self._backend = load_backend(self._settings)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits (the web command reports it)
+            self.error = exc
+        finally:
+            self.seconds = time.perf_counter() - started
+            self._ready.set()
+
+    def wait(self, timeout: float | None = None):
+        """The loaded backend (raises what the load raised); None if `timeout` passed first."""
+        if not self._ready.wait(timeout):
+            return None
+        if self.error is not None:
+            raise self.error
+        return self._backend
+
+    @property
+    def model_defaults(self) -> dict:
+        if self._backend is None and self._defaults is not None:
+            return self._defaults
+        return self.wait().model_defaults
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # copy / pickle probes, and attributes read before __init__ set them
+            raise AttributeError(name)
+        return getattr(self.wait(), name)
+
+
+def _generation_defaults_on_disk(settings: Settings) -> dict | None:
+    """The model directory's generation_config.json as the loaded backend reads it (None: not a local directory)."""
+    import json
+
+    path = Path(settings.model) / "generation_config.json"
+    if not path.is_file():
+        return None
+    from model_adapter.base import model_generation_defaults
+
+    return model_generation_defaults(json.loads(path.read_text(encoding="utf-8")), settings.generation_overrides())
+
+
+def load_service(settings: Settings, background: bool = False):
+    """The conversation service for these settings; StartupError with the fix when the model or database fails.
+    `background`: a local model loads in a thread (a `LoadingBackend`) while the caller builds its page."""
     check_model(settings)
     from bot.service import ConversationService
-    from model_adapter import load_backend
     from storage import ConversationStore
 
     with one_line_errors(settings):
@@ -96,7 +164,12 @@ def load_service(settings: Settings):
         _say(f"数据库 database: {_database_label(settings)}")
         _say(f"图像 images:     {settings.resolved_image_dir}")
         _say(f"模型 model:      {settings.model}" + (f" + {settings.adapter}" if settings.adapter else ""))
-        backend = load_backend(settings)
+        if background and settings.backend == "hf":
+            backend = LoadingBackend(settings).start()
+        else:
+            from model_adapter import load_backend
+
+            backend = load_backend(settings)
     return ConversationService(backend, store, settings)
 
 
@@ -123,7 +196,7 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
 
     with one_line_errors(settings):
         private_uploads(settings)  # before build_demo: Gradio reads its upload folder when blocks are made
-    service = load_service(settings)
+    service = load_service(settings, background=True)
     if settings.auth_user and settings.auth_password:
         # the one shared login of earlier versions saw every conversation: it keeps those that have no owner
         # (made before accounts, or by the terminal chat / API server), so an upgrade hides nothing from it
@@ -142,10 +215,28 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
         url += f" (listening on {settings.host or 'all interfaces'})"
     _say(f"RemoteGLM 网页对话已就绪 web chat ready in {time.perf_counter() - STARTED:.1f}s: {url}")
     try:
+        if isinstance(service.backend, LoadingBackend):
+            _wait_for_model(service.backend, settings, demo)
         demo.block_thread()
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _wait_for_model(backend: LoadingBackend, settings: Settings, demo) -> None:
+    """Say when the page's model is ready; a model that fails to load stops the web chat with its one-line error."""
+    try:
+        with one_line_errors(settings):
+            if backend.wait(timeout=0) is None:
+                _say("模型加载中 model loading: questions asked now wait for it")
+                while backend.wait(timeout=0.5) is None:
+                    pass
+    except BaseException:
+        demo.close()
+        raise
+    _say(f"模型已就绪 model ready (loaded in {backend.seconds:.1f}s, {time.perf_counter() - STARTED:.1f}s since start)")
+
+
 
 
 def cli(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@
     backend = load_backend(Settings())            # the shipped RemoteGLM-mini, or whatever settings say
     backend.generate([ChatMessage("user", "这张遥感图像展现了什么场景？", [load_image("scene.jpg")])])
 
-Importing this package also registers RemoteGLM-mini with the transformers Auto classes.
+Importing this package is light (no torch, no transformers), so the web chat's page comes up while the model
+loads. `import model_adapter.mini` registers RemoteGLM-mini with the transformers Auto classes; the local
+backend (`model_adapter.hf`) does so itself.
 """
 
 from __future__ import annotations
@@ -14,12 +16,6 @@ from collections.abc import Callable
 from model_adapter.base import BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk
 from model_adapter.images import ImageError, load_image
 from settings import Settings
-
-try:  # registers the remoteglm_mini model type with AutoConfig / AutoModelForImageTextToText / AutoProcessor
-    import model_adapter.mini  # noqa: F401
-except ImportError:  # pragma: no cover - only while the mini model package is absent
-    pass
-
 
 def _hf(settings: Settings) -> ChatBackend:
     from model_adapter.hf import HFBackend

@@ -71,6 +71,17 @@ class StreamChunk:
     completion: Completion | None = None  # set on the last chunk only
 
 
+def model_generation_defaults(own: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The sampling values a checkpoint's generation_config sets (`own`: its non-default values, as
+    `GenerationConfig.to_diff_dict()` or the generation_config.json file gives them), temperature 0 where it asks
+    for greedy decoding (RemoteGLM-mini does), then the user's explicit `overrides`."""
+    defaults = {k: own[k] for k in ORIGINAL_GENERATION_DEFAULTS if k in own}
+    if own.get("do_sample") is False:
+        defaults["temperature"] = 0.0
+    defaults.update(overrides or {})
+    return defaults
+
+
 def resolve_generation(
     params: GenerationParams, model_defaults: Mapping[str, Any], max_new_tokens: int, limit: int
 ) -> dict[str, Any]:

@@ -32,19 +32,21 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+import model_adapter.mini  # noqa: F401  (registers RemoteGLM-mini with the Auto classes)
 from model_adapter.base import (
     ChatBackend,
     ChatMessage,
     Completion,
     GenerationParams,
     StreamChunk,
+    model_generation_defaults,
     resolve_generation,
 )
 from model_adapter.batching import Request, RowStreamer, Scheduler
 from model_adapter.detokenize import Detokenizer
 from model_adapter.feature_cache import FeatureCache
 from model_adapter.registry import quirks_for
-from settings import ORIGINAL_GENERATION_DEFAULTS, Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +127,8 @@ class HFBackend(ChatBackend):
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"  # batched generation continues from the right edge
         self.quirks = quirks_for(self.model.config.model_type)
-        own = self.model.generation_config.to_diff_dict()
-        self.model_defaults = {k: own[k] for k in ORIGINAL_GENERATION_DEFAULTS if k in own}
-        if own.get("do_sample") is False:  # the checkpoint asks for greedy decoding (RemoteGLM-mini does)
-            self.model_defaults["temperature"] = 0.0
-        self.model_defaults.update(generation_overrides or {})
+        self.model_defaults = model_generation_defaults(self.model.generation_config.to_diff_dict(),
+                                                        generation_overrides)
         self.eos_ids = _as_set(self.model.generation_config.eos_token_id) | _as_set(self.tokenizer.eos_token_id)
         self.pad_id = self.model.generation_config.pad_token_id
         if self.pad_id is None:

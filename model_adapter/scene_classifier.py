@@ -19,11 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
 
-from model_adapter.mini.processing_remoteglm_mini import IMAGE_MEAN, IMAGE_STD
+if TYPE_CHECKING:
+    import torch
+
+# NOTE: torch and the mini's modules are imported where they are used, so that SceneClassifierError (which the
+# web chat's land-use panel imports) comes without torch: the page is up before the model has loaded.
 
 HEAD = "ucm"
 INPUT_SIZE = 128  # the processor's resize target
@@ -39,6 +44,9 @@ class SceneClassifierError(RuntimeError):
 class SceneClassifier:
     def __init__(self, vision: torch.nn.Module, heads: list, device: torch.device | str = "cpu", tta: bool = True):
         """`vision`: a mini `VisionEncoder`; `heads`: the config's scene_heads ([[name, classes], ...])."""
+        import torch
+
+        from model_adapter.mini.processing_remoteglm_mini import IMAGE_MEAN, IMAGE_STD
         from model_adapter.mini.vision_remoteglm_mini import head_list
 
         names = [name for name, _ in head_list(heads)]
@@ -57,7 +65,7 @@ class SceneClassifier:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", tta: bool = True) -> SceneClassifier:
         """Load only what classification needs from a saved mini directory (the decoder is dropped)."""
-        import model_adapter  # noqa: F401  (registers the mini with the Auto classes)
+        import model_adapter.mini  # noqa: F401  (registers the mini with the Auto classes)
         from transformers import AutoModelForImageTextToText
 
         try:
@@ -82,6 +90,8 @@ class SceneClassifier:
 
     @classmethod
     def _from_model(cls, model, device, tta: bool) -> SceneClassifier:
+        import torch
+
         vision = getattr(getattr(model, "model", None), "vision", None)
         if vision is None:
             raise SceneClassifierError("该模型不是 RemoteGLM-mini，无法分块分析 (the model is not a RemoteGLM-mini)")
@@ -90,6 +100,8 @@ class SceneClassifier:
 
     def pixel_values(self, tiles: np.ndarray | Sequence[Image.Image]) -> torch.Tensor:
         """(B, H, W, 3) uint8 tiles -> (B, 3, 128, 128) normalised, resized like the processor (PIL bicubic)."""
+        import torch
+
         images = [t if isinstance(t, Image.Image) else Image.fromarray(np.ascontiguousarray(t)) for t in tiles]
         arrays = [np.asarray(im.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.BICUBIC)) for im in images]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
@@ -110,20 +122,22 @@ class SceneClassifier:
         step = max(1, self.max_views // self.views)
         return np.concatenate([self._classify(tiles[i : i + step]) for i in range(0, len(tiles), step)])
 
-    @torch.inference_mode()
     def _classify(self, tiles: np.ndarray | Sequence[Image.Image]) -> np.ndarray:
-        x = self.pixel_values(tiles).to(self.device, next(self.vision.parameters()).dtype)
-        if not self.tta:
-            logits = self.vision.forward_view(x)[2]
-            probs = self.vision.scene_probs(logits)
-        elif self.vision.scene_crop:  # the crop views ignore the dihedral logits
-            probs = self.vision.tta_scene_probs(x, None)
-        else:
-            from model_adapter.mini.vision_remoteglm_mini import dihedral_views
+        import torch
 
-            logits = self.vision.forward_view(dihedral_views(x).flatten(0, 1))[2]
-            probs = self.vision.tta_scene_probs(x, logits)
-        return probs[:, self.slice].float().cpu().numpy()
+        with torch.inference_mode():
+            x = self.pixel_values(tiles).to(self.device, next(self.vision.parameters()).dtype)
+            if not self.tta:
+                logits = self.vision.forward_view(x)[2]
+                probs = self.vision.scene_probs(logits)
+            elif self.vision.scene_crop:  # the crop views ignore the dihedral logits
+                probs = self.vision.tta_scene_probs(x, None)
+            else:
+                from model_adapter.mini.vision_remoteglm_mini import dihedral_views
+
+                logits = self.vision.forward_view(dihedral_views(x).flatten(0, 1))[2]
+                probs = self.vision.tta_scene_probs(x, logits)
+            return probs[:, self.slice].float().cpu().numpy()
 
 
 __all__ = ["SceneClassifier", "SceneClassifierError", "HEAD"]

@@ -169,7 +169,7 @@ Load it like any transformers VLM (the `remoteglm_mini` architecture is register
 imported; no `trust_remote_code`):
 
 ```python
-import model_adapter  # registers RemoteGLM-mini with the Auto classes
+import model_adapter.mini  # registers RemoteGLM-mini with the Auto classes
 from transformers import AutoModelForImageTextToText, AutoProcessor
 model = AutoModelForImageTextToText.from_pretrained("checkpoints/remoteglm-mini")
 processor = AutoProcessor.from_pretrained("checkpoints/remoteglm-mini")

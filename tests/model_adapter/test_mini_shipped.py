@@ -43,7 +43,7 @@ def _ask(backend, conversations):
 
 
 def test_auto_classes_describe_the_airplane_fixture_in_chinese() -> None:
-    import model_adapter  # noqa: F401
+    import model_adapter.mini  # noqa: F401  (registers the mini with the Auto classes)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model = AutoModelForImageTextToText.from_pretrained(MODEL)
