@@ -203,7 +203,8 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
         if claimed := service.store.claim(settings.auth_user):
             print(f"{claimed} conversation(s) without an owner now belong to the --auth-user login "
                   f"'{settings.auth_user}'", flush=True)
-    demo = build_demo(service, settings)
+    with one_line_errors(settings):  # a model not on disk is waited for here (its slider defaults), and may fail
+        demo = build_demo(service, settings)
     demo.queue()
     try:
         demo.launch(prevent_thread_lock=True, **launch_options(settings, accounts, service.store))

@@ -86,3 +86,39 @@ def test_port_in_use_is_one_line(tiny_glm4v_dir, tmp_path, capsys):
         port = sock.getsockname()[1]
         assert app.main(["--model", str(tiny_glm4v_dir), "--data-dir", str(tmp_path), "--port", str(port)]) == 2
     assert "--port" in one_error_line(capsys)
+
+
+# --- start-up: the page first, the model in the background (issue 14) ----------------------------------------------
+def test_the_web_chat_is_importable_without_torch():
+    code = "import sys, app, ui.web; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_slider_defaults_read_from_disk_are_the_loaded_models(tiny_glm4v_dir):
+    from model_adapter import load_backend
+    from settings import DEFAULT_MODEL_DIR, Settings
+
+    for model, extra in [(tiny_glm4v_dir, {}), (DEFAULT_MODEL_DIR, {}), (DEFAULT_MODEL_DIR, {"temperature": 0.3})]:
+        settings = Settings(model=str(model), device="cpu", **extra)
+        loading = app.LoadingBackend(settings)  # not started: what the page is built with
+        assert loading.model_defaults == load_backend(settings).model_defaults
+    assert app.LoadingBackend(Settings(model=str(DEFAULT_MODEL_DIR))).model_defaults["temperature"] == 0.0
+
+
+def test_a_question_before_the_model_is_ready_waits_for_it(tiny_glm4v_dir):
+    from settings import Settings
+
+    loading = app.LoadingBackend(Settings(model=str(tiny_glm4v_dir), device="cpu"))
+    assert loading.wait(timeout=0) is None and loading.model_name == tiny_glm4v_dir.name
+    loading.start()
+    assert loading.max_new_tokens == loading.wait().max_new_tokens  # any other attribute is the loaded backend's
+
+
+def test_a_model_that_fails_to_load_stops_the_web_chat_with_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    (broken / "generation_config.json").write_text("{}", encoding="utf-8")  # the page is built; the load fails after
+    assert app.main(["--model", str(broken), "--data-dir", str(tmp_path), "--port", str(free_port())]) == 2
+    assert "--model" in one_error_line(capsys)
