@@ -235,7 +235,8 @@ def _wait_for_model(backend: LoadingBackend, settings: Settings, demo) -> None:
     except BaseException:
         demo.close()
         raise
-    _say(f"模型已就绪 model ready (loaded in {backend.seconds:.1f}s, {time.perf_counter() - STARTED:.1f}s since start)")
+    since = time.perf_counter() - STARTED
+    _say(f"模型已就绪 model ready (loaded in {backend.seconds:.1f}s, {since:.1f}s since start)")
 
 
 
