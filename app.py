@@ -239,8 +239,6 @@ def _wait_for_model(backend: LoadingBackend, settings: Settings, demo) -> None:
     _say(f"模型已就绪 model ready (loaded in {backend.seconds:.1f}s, {since:.1f}s since start)")
 
 
-
-
 def cli(settings: Settings, args: argparse.Namespace) -> int:
     """Terminal chat (image path, multi-turn, streaming; clear / history / stop)."""
     service = load_service(settings)
