@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from finetune.scenes import UCM_SCENES  # noqa: E402
+from vocabulary.scenes import UCM_SCENES  # noqa: E402
 from settings import DEFAULT_MODEL_DIR  # noqa: E402
 
 # ../shared/data/ucm from the main checkout (/work/main), or from a worktree one level deeper (/work/wt/NAME)

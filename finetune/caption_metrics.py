@@ -13,7 +13,9 @@ import re
 import unicodedata
 from collections import Counter
 
-from finetune.scenes import SCENES, unsupported_objects
+from vocabulary.objects import unsupported_objects
+
+from vocabulary.scenes import SCENES
 
 CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 

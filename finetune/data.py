@@ -13,7 +13,7 @@ Outputs in `--out`: `train.jsonl`, `val.jsonl`, `test.jsonl` (format in the team
 `split_karpathy_partial`) and the build fails if a val / test image appears in training.
 
 Python API for the trainer and the evaluator: `load_captions` (-> `ImageRecord`s), `load_translations`,
-`build_samples`, `build`, `read_jsonl`, `write_jsonl`, `image_path`. Task logic lives in finetune/tasks.py, scene labels in finetune/scenes.py.
+`build_samples`, `build`, `read_jsonl`, `write_jsonl`, `image_path`. Task logic lives in finetune/tasks.py, scene labels in vocabulary/scenes.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune import intents
-from finetune.scenes import scene_of
+from vocabulary.scenes import scene_of
 from finetune.tasks import ALL_TASKS, ImageRecord, Sample, load_pools, samples_for
 
 REPO = Path(__file__).resolve().parents[1]

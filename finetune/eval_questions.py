@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 from finetune import intents as I
 from finetune.caption_metrics import parse_count
-from finetune.scenes import unsupported_objects
+from vocabulary.objects import unsupported_objects
 
 MAX_NEW = {"detailed": 96, "summary": 48, "what_else": 48, "refer_back": 48}
 FREE_FORM = ("what_else", "summary", "detailed", "colours", "layout")

@@ -23,7 +23,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.scenes import OBJECTS, scene
+from vocabulary.objects import OBJECTS
+
+from vocabulary.scenes import scene
 from finetune.tasks import (
     NUMBER_WORDS, SCENE_OBJECTS, ZH_NUMERALS, ImageRecord, Sample, _article, absent_objects, mentioned_objects,
     stated_counts, tidy_en, _quantities,
@@ -448,7 +450,7 @@ def _translate_turn(b: Builder, intent: str, lang: str, seed: str, prng, section
 def refer_back_answer(b: Builder, kind: str, previous: str, lang: str, prng) -> str | None:
     """The answer to "what did you just say?" about `previous` (the model's own earlier answer)."""
     from finetune.caption_metrics import parse_scene
-    from finetune.scenes import objects_in
+    from vocabulary.objects import objects_in
 
     if kind == "scene":
         key = parse_scene(previous, b.rec.dataset)
@@ -637,7 +639,7 @@ def _colours_in(text: str) -> set[str]:
 def grade(item: FollowItem) -> bool:
     """Is the answer relevant and correct for its intent, against the fact sheet? (See EVAL_INTENTS.)"""
     from finetune.caption_metrics import parse_count, parse_scene, parse_yes_no
-    from finetune.scenes import objects_in, unsupported_objects
+    from vocabulary.objects import objects_in, unsupported_objects
 
     a, m, intent = item.answer.strip(), item.meta, item.intent
     if not a:

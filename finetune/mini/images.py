@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from finetune.scenes import SCENES, scene_of
+from vocabulary.scenes import SCENES, scene_of
 
-# Class order = the order of finetune.scenes (UCM alphabetical, RSICD alphabetical); -1 = no class known.
+# Class order = the order of vocabulary.scenes (UCM alphabetical, RSICD alphabetical); -1 = no class known.
 DATASET_CLASSES = {name: list(table) for name, table in SCENES.items()}
 # Which split field to use: RSICD numbers comparable with papers use the Karpathy split.
 SPLIT_FIELD = {"ucm": "split", "rsicd": "split_karpathy_partial", "sydney": "split"}

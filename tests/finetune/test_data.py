@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from finetune import data as D
-from finetune.scenes import OBJECTS
+from vocabulary.objects import OBJECTS
 from finetune.tasks import ALL_TASKS, ImageRecord, absent_objects, stated_counts
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini_data"

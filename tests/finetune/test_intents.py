@@ -7,7 +7,7 @@ import pytest
 
 from finetune import data as D
 from finetune import intents as I
-from finetune.scenes import objects_in
+from vocabulary.objects import objects_in
 
 MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini_data"
 
