@@ -38,12 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from finetune.data import ORIGINAL_FOLDERS
 from model_adapter.hf import peft_quiet
 from model_adapter.images import load_image
+from vocabulary.datasets import data_root
 from model_adapter.registry import quirks_for
 
 log = logging.getLogger("finetune.lora")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_ROOT = Path(os.environ.get("REMOTEGLM_DATA_ROOT", REPO.parent / "shared" / "data"))
+DEFAULT_DATA_ROOT = data_root()
 IGNORE = -100
 # Per-token processor outputs and the value that pads them; every other tensor (pixel_values, image_grid_thw)
 # is concatenated along dim 0 by `collate`.

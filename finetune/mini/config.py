@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.mini.vision_config import VisionTrainConfig
+from vocabulary.datasets import data_root
 
 REPO = Path(__file__).resolve().parents[2]
 SCENE_HEADS = ("ucm", "rsicd")
@@ -79,7 +80,7 @@ class DecoderTrainConfig:
 class MiniTrainConfig:
     """Everything the one training command takes; CLI flags have the same names."""
 
-    data_root: Path = REPO.parent / "shared" / "data"
+    data_root: Path = field(default_factory=data_root)
     """Folder with ucm/, rsicd/, sydney/, zh/ (see ../shared/data/README.md)."""
     out: Path = REPO / "checkpoints" / "remoteglm-mini"
     """Where the final model, processor, card and curve are written."""

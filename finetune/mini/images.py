@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vocabulary.datasets import data_root
 from vocabulary.scenes import SCENES, scene_of
 
 # Class order = the order of vocabulary.scenes (UCM alphabetical, RSICD alphabetical); -1 = no class known.
@@ -77,7 +78,7 @@ def load_or_build_cache(data_root: Path, cache_path: Path, size: int, datasets: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--data-root", type=Path, default=data_root())
     ap.add_argument("--out", type=Path, default=Path("runs/mini-cache.pt"))
     ap.add_argument("--size", type=int, default=128)
     args = ap.parse_args()

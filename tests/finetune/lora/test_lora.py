@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from finetune import lora
 from model_adapter.images import load_image
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures"
 VISION = ("visual",)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def make_data_root(root: Path) -> Path:
@@ -201,7 +201,7 @@ def test_warm_start_copies_the_decoder_and_refuses_a_model_of_another_shape(tmp_
     from finetune.mini.decoder import load_decoder_weights
     from model_adapter.mini import RemoteGLMMiniForConditionalGeneration
 
-    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "remoteglm-mini"
     model = RemoteGLMMiniForConditionalGeneration.from_pretrained(shipped)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -229,7 +229,7 @@ def test_vision_from_takes_the_shipped_encoder_and_refuses_another_shape(tmp_pat
     from finetune.mini.pipeline import parse_config
     from finetune.mini.vision import stage_vision
 
-    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "remoteglm-mini"
     cfg = parse_config(["--work", str(tmp_path), "--vision-from", str(shipped)])
     history: dict = {}
     encoder = stage_vision(cfg, {}, history)
@@ -249,7 +249,7 @@ def test_card_of_a_warm_start_names_its_start_model_and_command(tmp_path: Path) 
     """A retrained decoder's card gives the warm-start command and says the encoder was taken over, not trained."""
     from finetune.mini.card import render_card
 
-    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "remoteglm-mini"
     out = tmp_path / "model"
     shutil.copytree(shipped, out, ignore=shutil.ignore_patterns("eval"))
     cfg = json.loads((out / "training_config.json").read_text())

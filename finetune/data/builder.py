@@ -21,18 +21,17 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune import intents
+from finetune.data import intents
+from vocabulary.datasets import DEFAULT_DATA_ROOT, data_root
 from vocabulary.scenes import scene_of
-from finetune.tasks import ALL_TASKS, ImageRecord, Sample, load_pools, samples_for
+from finetune.data.tasks import ALL_TASKS, ImageRecord, Sample, load_pools, samples_for
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED_ZH = REPO / "data" / "zh"
 SHIPPED_EN = REPO / "data" / "en"
 DATASETS = ("ucm", "sydney", "rsicd")
@@ -48,7 +47,7 @@ SPLITS = ("train", "val", "test")
 class BuildConfig:
     """Settings of one build (CLI flags of the same names)."""
 
-    data_root: Path = DEFAULT_DATA_ROOT
+    data_root: Path = field(default_factory=data_root)
     """Folder with ucm/, sydney/, rsicd/, zh/ (flag --data-root, env REMOTEGLM_DATA_ROOT)."""
     out: Path = REPO / "runs" / "data"
     """Output folder for train/val/test.jsonl and the dataset card (flag --out)."""
@@ -299,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m finetune.data", description="Build RemoteGLM conversation data.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="caption files + translations -> train/val/test.jsonl + card")
-    b.add_argument("--data-root", default=os.environ.get("REMOTEGLM_DATA_ROOT", str(DEFAULT_DATA_ROOT)))
+    b.add_argument("--data-root", default=str(data_root()))
     b.add_argument("--out", default=str(REPO / "runs" / "data"))
     b.add_argument("--datasets", default=",".join(DATASETS))
     b.add_argument("--tasks", default=",".join(ALL_TASKS))

@@ -9,7 +9,7 @@ METEOR, ROUGE-L, CIDEr against the 5 references (English: COCO PTB tokenisation;
 scene accuracy + confusion matrix PNG, yes/no accuracy, count accuracy (and the best constant answer's),
 faithfulness (answers naming glossary objects that no reference mentions), the "class stock sentence" baseline (a
 perfect scene classifier that answers its class's most common training caption), and the question-following
-report (task "questions", `finetune.eval_questions`: held-out phrasings of ~20 intents graded against each image's
+report (task "questions", `finetune.evaluate.questions`: held-out phrasings of ~20 intents graded against each image's
 fact sheet, no-image / refusal / language / refer-back rates). Writes `<name>.json`, `<name>.md`, `<name>_confusion.png`,
 `<name>_answers.jsonl` with <name> = `<model>[+<adapter>]_<dataset>_<split>` into --out (default: runs/eval/) and
 prints where. Images are read from --data-root (env REMOTEGLM_DATA_ROOT); none found is an error.
@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from finetune.caption_metrics import (
+from finetune.evaluate.caption_metrics import (
     caption_scores, confusion, faithfulness, normalise_sentence, parse_count, parse_scene, parse_yes_no,
     stock_sentences,
 )
-from finetune.eval_questions import (
+from vocabulary.datasets import data_root
+from finetune.evaluate.questions import (
     answers_rows, best_constant, build_question_items, markdown_questions, score_questions,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The exact prompts (first line of each finetune/prompt_pools pool); part of the report.
 PROMPTS = {
     "describe_en": "Describe this remote sensing image.",
@@ -64,7 +64,7 @@ class EvalConfig:
     """4 or 8 to load the base model quantised (bitsandbytes)."""
     dataset: str = "ucm"
     split: str = "test"
-    data_root: Path = Path(os.environ.get("REMOTEGLM_DATA_ROOT", REPO.parent / "shared" / "data"))
+    data_root: Path = field(default_factory=data_root)
     out: Path | None = None
     tasks: tuple[str, ...] = ("describe_en", "describe_zh", "scene_zh", "scene_en", "presence_zh", "presence_en",
                               "count_zh", "count_en", "questions")
@@ -173,7 +173,7 @@ def build_items(cfg: EvalConfig, records: list) -> tuple[list[Item], dict]:
 def generate_all(cfg: EvalConfig, items: list[Item], questions: list | None = None) -> float:
     """Fill `item.answer` (and the question-following items' answers) by greedy batched generation through the
     adapter; returns seconds spent."""
-    from finetune.eval_questions import generate_questions
+    from finetune.evaluate.questions import generate_questions
     from model_adapter import ChatMessage, GenerationParams, load_backend, load_image
 
     backend = load_backend(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, device=cfg.device)
@@ -322,7 +322,7 @@ def markdown(report: dict) -> str:
                              f"true of the class can still name a road or building this image's five captions "
                              f"leave out.")
     lines.append(f"- Prompts: " + "; ".join(f"{k}: `{v}`" for k, v in report["prompts"].items())
-                 + "; presence / count: the data builder's questions (finetune/prompt_pools). Greedy decoding.")
+                 + "; presence / count: the data builder's questions (finetune/data/prompt_pools). Greedy decoding.")
     lines.append("- English: pycocoevalcap with its PTB tokenizer; Chinese: character level (punctuation dropped), "
                  "no METEOR.")
     if "seconds" in report:

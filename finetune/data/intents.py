@@ -26,7 +26,7 @@ from pathlib import Path
 from vocabulary.objects import OBJECTS
 
 from vocabulary.scenes import scene
-from finetune.tasks import (
+from finetune.data.tasks import (
     NUMBER_WORDS, SCENE_OBJECTS, ZH_NUMERALS, ImageRecord, Sample, _article, absent_objects, mentioned_objects,
     stated_counts, tidy_en, _quantities,
 )
@@ -449,7 +449,7 @@ def _translate_turn(b: Builder, intent: str, lang: str, seed: str, prng, section
 
 def refer_back_answer(b: Builder, kind: str, previous: str, lang: str, prng) -> str | None:
     """The answer to "what did you just say?" about `previous` (the model's own earlier answer)."""
-    from finetune.caption_metrics import parse_scene
+    from finetune.evaluate.caption_metrics import parse_scene
     from vocabulary.objects import objects_in
 
     if kind == "scene":
@@ -638,7 +638,7 @@ def _colours_in(text: str) -> set[str]:
 
 def grade(item: FollowItem) -> bool:
     """Is the answer relevant and correct for its intent, against the fact sheet? (See EVAL_INTENTS.)"""
-    from finetune.caption_metrics import parse_count, parse_scene, parse_yes_no
+    from finetune.evaluate.caption_metrics import parse_count, parse_scene, parse_yes_no
     from vocabulary.objects import objects_in, unsupported_objects
 
     a, m, intent = item.answer.strip(), item.meta, item.intent
