@@ -31,7 +31,7 @@ class TrainConfig(BaseModel):
     base: str
     """Base model directory or hub name (any transformers VLM: GLM-4.1V, GLM-4.6V-Flash, Qwen2.5-VL...)."""
     data: Path
-    """Training samples: conversation JSONL from finetune/data/ (`python -m finetune.data build`), or original {"img","prompt","label"} JSON."""
+    """Training samples: conversation JSONL of `python -m finetune.data build`, or original {"img","prompt","label"} JSON."""
     val: Path | None = None
     """Validation samples (same formats); their loss is logged every --eval-every steps."""
     data_root: Path = DEFAULT_DATA_ROOT

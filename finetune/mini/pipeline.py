@@ -39,7 +39,9 @@ def run(cfg: MiniTrainConfig) -> Path:
     """The whole pipeline; returns the output model directory."""
     import torch
 
-    from finetune.mini.decoder import stage_decoder_and_export
+    from finetune.mini.decoder import stage_decoder
+    from finetune.mini.export import stage_export
+    from finetune.mini.features import stage_decoder_features
     from finetune.mini.vision import stage_source, stage_vision
 
     torch.manual_seed(cfg.seed)
@@ -51,7 +53,9 @@ def run(cfg: MiniTrainConfig) -> Path:
     history.setdefault("seconds", {})["images"] = time.time() - t0
     encoder = stage_vision(cfg, sets, history)
     stage_source(cfg, sets, encoder, history)
-    return stage_decoder_and_export(cfg, sets, encoder, history)
+    feats = stage_decoder_features(cfg, sets, encoder, history)
+    model, tokenizer = stage_decoder(cfg, sets, encoder, feats, history)
+    return stage_export(cfg, model, tokenizer, history)
 
 
 def _add_dataclass_args(ap: argparse.ArgumentParser, dc, prefix: str = "") -> None:
