@@ -27,7 +27,7 @@ from vocabulary.objects import OBJECTS
 
 from vocabulary.scenes import scene
 from finetune.data.tasks import (
-    NUMBER_WORDS, SCENE_OBJECTS, ZH_NUMERALS, ImageRecord, Sample, _article, absent_objects, mentioned_objects,
+    NUMBER_WORDS, ZH_NUMERALS, ImageRecord, Sample, _article, absent_objects, mentioned_objects,
     stated_counts, tidy_en, _quantities,
 )
 

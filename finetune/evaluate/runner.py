@@ -24,11 +24,13 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from finetune.evaluate.caption_metrics import (
     caption_scores, confusion, faithfulness, normalise_sentence, parse_count, parse_scene, parse_yes_no,
     stock_sentences,
 )
+from settings import add_flags, config_from_flags
 from vocabulary.datasets import data_root
 from finetune.evaluate.questions import (
     answers_rows, best_constant, build_question_items, markdown_questions, score_questions,
@@ -60,14 +62,17 @@ class EvalConfig:
     """Model directory or hub name (anything `model_adapter.load_backend` loads)."""
     adapter: str | None = None
     """Optional LoRA adapter directory."""
-    quant: int | None = None
+    quant: Literal[4, 8] | None = None
     """4 or 8 to load the base model quantised (bitsandbytes)."""
-    dataset: str = "ucm"
-    split: str = "test"
+    dataset: Literal["ucm", "rsicd", "sydney"] = "ucm"
+    split: Literal["train", "val", "test"] = "test"
     data_root: Path = field(default_factory=data_root)
+    """Folder with ucm/, sydney/, rsicd/ (env REMOTEGLM_DATA_ROOT)."""
     out: Path | None = None
+    """Output folder of the report files (default: runs/eval/)."""
     tasks: tuple[str, ...] = ("describe_en", "describe_zh", "scene_zh", "scene_en", "presence_zh", "presence_en",
                               "count_zh", "count_en", "questions")
+    """Comma-separated subset of the tasks above."""
     batch_size: int = 32
     limit: int = 0
     """Evaluate only the first N images (0 = all)."""
@@ -321,7 +326,7 @@ def markdown(report: dict) -> str:
                              f"{fb['unfaithful_rate_distinctive']:.1%} on the same two measures: a sentence "
                              f"true of the class can still name a road or building this image's five captions "
                              f"leave out.")
-    lines.append(f"- Prompts: " + "; ".join(f"{k}: `{v}`" for k, v in report["prompts"].items())
+    lines.append("- Prompts: " + "; ".join(f"{k}: `{v}`" for k, v in report["prompts"].items())
                  + "; presence / count: the data builder's questions (finetune/data/prompt_pools). Greedy decoding.")
     lines.append("- English: pycocoevalcap with its PTB tokenizer; Chinese: character level (punctuation dropped), "
                  "no METEOR.")
@@ -356,26 +361,15 @@ def run(cfg: EvalConfig) -> dict:
     return report
 
 
+ENV_PREFIX = "REMOTEGLM_EVAL_"
+
+
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
+    """The config from the command line, then `REMOTEGLM_EVAL_*`, then the defaults."""
     ap = argparse.ArgumentParser(prog="python -m finetune.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = EvalConfig()
-    ap.add_argument("--model", default=d.model)
-    ap.add_argument("--adapter", default=None)
-    ap.add_argument("--quant", type=int, choices=(4, 8), default=None)
-    ap.add_argument("--dataset", choices=("ucm", "rsicd", "sydney"), default=d.dataset)
-    ap.add_argument("--split", choices=("train", "val", "test"), default=d.split)
-    ap.add_argument("--data-root", type=Path, default=d.data_root)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated subset of " + ",".join(d.tasks))
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--limit", type=int, default=0, help="only the first N images")
-    ap.add_argument("--every", type=int, default=1, help="only every Nth image (a subset over all classes)")
-    ap.add_argument("--device", default="auto")
-    ns = ap.parse_args(argv)
-    return EvalConfig(model=ns.model, adapter=ns.adapter, quant=ns.quant, dataset=ns.dataset, split=ns.split,
-                      data_root=ns.data_root, out=ns.out, tasks=tuple(ns.tasks.split(",")),
-                      batch_size=ns.batch_size, limit=ns.limit, every=ns.every, device=ns.device)
+    add_flags(ap, EvalConfig, env_prefix=ENV_PREFIX)
+    return config_from_flags(ap.parse_args(argv), EvalConfig, env_prefix=ENV_PREFIX)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +76,21 @@ def load_or_build_cache(data_root: Path, cache_path: Path, size: int, datasets: 
     return sets
 
 
+@dataclass
+class CacheConfig:
+    """Flags of the standalone cache build."""
+
+    data_root: Path = field(default_factory=data_root)
+    out: Path = Path("runs/mini-cache.pt")
+    size: int = 128
+
+
 def main() -> None:
+    from settings import add_flags, config_from_flags
+
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data-root", type=Path, default=data_root())
-    ap.add_argument("--out", type=Path, default=Path("runs/mini-cache.pt"))
-    ap.add_argument("--size", type=int, default=128)
-    args = ap.parse_args()
+    add_flags(ap, CacheConfig, env_prefix="")
+    args = config_from_flags(ap.parse_args(), CacheConfig, env_prefix="")
     sets = load_or_build_cache(args.data_root, args.out, args.size, ("ucm", "rsicd", "sydney"))
     for name, s in sets.items():
         print(name, tuple(s.images.shape), {sp: int((np.array(s.splits) == sp).sum()) for sp in set(s.splits)})

@@ -264,3 +264,20 @@ def test_card_of_a_warm_start_names_its_start_model_and_command(tmp_path: Path) 
     assert "--vision-from checkpoints/remoteglm-mini" in card and "--decoder.steps 1000" in card
     assert "--decoder.init-from checkpoints/remoteglm-mini" in card
     assert "Warm start" in card and "vision encoder taken over (0 min)" in card and "Last vision epoch" not in card
+
+
+def test_card_renders_a_warm_start_command_that_parses_back():
+    """The card's warm-start command uses the flags `python -m finetune.mini` takes (bools as --x / --no-x)."""
+    import shlex
+
+    from finetune.mini.card import training_command
+    from finetune.mini.config import DecoderTrainConfig
+    from finetune.mini.pipeline import parse_config
+
+    dec = {**vars(DecoderTrainConfig()), "steps": 0, "init_from": "runs/warm/out", "scene_token_labels": False,
+           "focus_ucm_scene_token": True}
+    cmd = training_command({"vision_from": "runs/warm/out", "decoder": dec})
+    argv = shlex.split(cmd.replace("\\\n", " "))[3:]  # after "python -m finetune.mini"
+    cfg = parse_config(argv)
+    assert cfg.vision_from == "runs/warm/out" and cfg.decoder.steps == 0
+    assert cfg.decoder.scene_token_labels is False and cfg.decoder.focus_ucm_scene_token is True
