@@ -449,7 +449,7 @@ def _translate_turn(b: Builder, intent: str, lang: str, seed: str, prng, section
 
 def refer_back_answer(b: Builder, kind: str, previous: str, lang: str, prng) -> str | None:
     """The answer to "what did you just say?" about `previous` (the model's own earlier answer)."""
-    from finetune.evaluate.caption_metrics import parse_scene
+    from vocabulary.answers import parse_scene
     from vocabulary.objects import objects_in
 
     if kind == "scene":
@@ -638,7 +638,7 @@ def _colours_in(text: str) -> set[str]:
 
 def grade(item: FollowItem) -> bool:
     """Is the answer relevant and correct for its intent, against the fact sheet? (See EVAL_INTENTS.)"""
-    from finetune.evaluate.caption_metrics import parse_count, parse_scene, parse_yes_no
+    from vocabulary.answers import parse_count, parse_scene, parse_yes_no
     from vocabulary.objects import objects_in, unsupported_objects
 
     a, m, intent = item.answer.strip(), item.meta, item.intent

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict
 
 from finetune.data import intents as I
-from finetune.evaluate.caption_metrics import parse_count
+from vocabulary.answers import parse_count
 from vocabulary.objects import unsupported_objects
 
 MAX_NEW = {"detailed": 96, "summary": 48, "what_else": 48, "refer_back": 48}
