@@ -13,7 +13,8 @@ Outputs in `--out`: `train.jsonl`, `val.jsonl`, `test.jsonl` (format in the team
 `split_karpathy_partial`) and the build fails if a val / test image appears in training.
 
 Python API for the trainer and the evaluator: `load_captions` (-> `ImageRecord`s), `load_translations`,
-`build_samples`, `build`, `read_jsonl`, `write_jsonl`, `image_path`. Task logic lives in finetune/tasks.py, scene labels in vocabulary/scenes.py.
+`build_samples`, `build`, `read_jsonl`, `write_jsonl`, `image_path`. Task logic lives in finetune/data/tasks.py, scene
+labels in vocabulary/scenes.py.
 """
 
 from __future__ import annotations

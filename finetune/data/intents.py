@@ -1,6 +1,6 @@
 """Instruction data v2: a fact sheet per image, question intents built on it, held-out phrasings and graders.
 
-The v1 tasks (`finetune/tasks.py`: describe, scene, presence, count) teach captions and labels; this module teaches
+The v1 tasks (`finetune/data/tasks.py`: describe, scene, presence, count) teach captions and labels; this module teaches
 the model to answer *what it is asked*: water, vegetation, buildings, roads, urban or rural, density, colours,
 layout, land use, "what else", one-sentence summaries, detailed descriptions, honest refusals for what pixels
 cannot show, an upload request when there is no image, a scope answer for out-of-scope requests, language requests,

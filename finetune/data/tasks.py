@@ -1,6 +1,6 @@
 """Instruction tasks derived from one image's captions: describe, scene, presence, count, multi-turn.
 
-Each task is a function `(record, split, rng, pools) -> list[Sample]` registered in `TASKS`; `finetune/data.py`
+Each task is a function `(record, split, rng, pools) -> list[Sample]` registered in `TASKS`; `finetune/data/builder.py`
 loads the records and writes the files. Everything here is pure and deterministic given the rng.
 
 Facts come only from the captions and the file-name scene label (vocabulary/scenes.py):

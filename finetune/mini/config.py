@@ -38,7 +38,7 @@ class DecoderTrainConfig:
                         "no_image=0.03,language=0.04,*=0.24")
     """Share of the draws per task (a task's `_en` / `_zh` variants together; `*` = every task not named, split
     evenly by conversation); "" = every conversation weighs the same (v1). NOTE: v2 adds ~20 question intents
-    (finetune/intents.py) whose 170 k conversations would otherwise crowd out the captions; the describe share
+    (finetune/data/intents.py) whose 170 k conversations would otherwise crowd out the captions; the describe share
     keeps the caption quality of v1 (whose describe share was ~0.44 by count)."""
     ucm_weight: float = 3.0
     """Sampling weight of UCM conversations relative to RSICD / Sydney ones within a task (UCM is the benchmark)."""

@@ -1,4 +1,4 @@
-"""The conversation-JSONL builder (finetune/data.py, finetune/tasks.py) on the miniature data root in fixtures."""
+"""The conversation-JSONL builder (finetune/data/builder.py, finetune/data/tasks.py) on the miniature data root in fixtures."""
 
 import json
 from pathlib import Path

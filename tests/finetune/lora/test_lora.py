@@ -1,4 +1,4 @@
-"""finetune/lora.py on tiny random Glm4v / Qwen2.5-VL checkpoints (CPU): masking, overfitting only the LoRA
+"""finetune/lora/ on tiny random Glm4v / Qwen2.5-VL checkpoints (CPU): masking, overfitting only the LoRA
 weights, resume, adapter round trip through model_adapter, merged export, QLoRA, and the CLI end to end."""
 
 from __future__ import annotations
