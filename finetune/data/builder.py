@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from finetune.data import intents
+import finetune.data.intents as intents
 from settings import add_flags, flag_values
 from vocabulary.datasets import DEFAULT_DATA_ROOT, data_root
 from vocabulary.scenes import scene_of
