@@ -1,6 +1,6 @@
 """Instruction data v2: a fact sheet per image, question intents built on it, held-out phrasings and graders.
 
-The v1 tasks (`finetune/tasks.py`: describe, scene, presence, count) teach captions and labels; this module teaches
+The v1 tasks (`finetune/data/tasks.py`: describe, scene, presence, count) teach captions and labels; this module teaches
 the model to answer *what it is asked*: water, vegetation, buildings, roads, urban or rural, density, colours,
 layout, land use, "what else", one-sentence summaries, detailed descriptions, honest refusals for what pixels
 cannot show, an upload request when there is no image, a scope answer for out-of-scope requests, language requests,
@@ -23,9 +23,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.scenes import OBJECTS, scene
-from finetune.tasks import (
-    NUMBER_WORDS, SCENE_OBJECTS, ZH_NUMERALS, ImageRecord, Sample, _article, absent_objects, mentioned_objects,
+from vocabulary.objects import OBJECTS
+
+from vocabulary.scenes import scene
+from finetune.data.tasks import (
+    NUMBER_WORDS, ZH_NUMERALS, ImageRecord, Sample, _article, absent_objects, mentioned_objects,
     stated_counts, tidy_en, _quantities,
 )
 
@@ -447,8 +449,8 @@ def _translate_turn(b: Builder, intent: str, lang: str, seed: str, prng, section
 
 def refer_back_answer(b: Builder, kind: str, previous: str, lang: str, prng) -> str | None:
     """The answer to "what did you just say?" about `previous` (the model's own earlier answer)."""
-    from finetune.caption_metrics import parse_scene
-    from finetune.scenes import objects_in
+    from vocabulary.answers import parse_scene
+    from vocabulary.objects import objects_in
 
     if kind == "scene":
         key = parse_scene(previous, b.rec.dataset)
@@ -636,8 +638,8 @@ def _colours_in(text: str) -> set[str]:
 
 def grade(item: FollowItem) -> bool:
     """Is the answer relevant and correct for its intent, against the fact sheet? (See EVAL_INTENTS.)"""
-    from finetune.caption_metrics import parse_count, parse_scene, parse_yes_no
-    from finetune.scenes import objects_in, unsupported_objects
+    from vocabulary.answers import parse_count, parse_scene, parse_yes_no
+    from vocabulary.objects import objects_in, unsupported_objects
 
     a, m, intent = item.answer.strip(), item.meta, item.intent
     if not a:

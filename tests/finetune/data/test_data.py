@@ -1,4 +1,4 @@
-"""The conversation-JSONL builder (finetune/data.py, finetune/tasks.py) on the miniature data root in fixtures."""
+"""The conversation-JSONL builder (finetune/data/builder.py, finetune/data/tasks.py) on the miniature data root in fixtures."""
 
 import json
 from pathlib import Path
@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 
 from finetune import data as D
-from finetune.scenes import OBJECTS
-from finetune.tasks import ALL_TASKS, ImageRecord, absent_objects, stated_counts
+from vocabulary.datasets import data_root
+from vocabulary.objects import OBJECTS
+from finetune.data.tasks import ALL_TASKS, ImageRecord, absent_objects, stated_counts
 
-MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini_data"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+MINI = Path(__file__).resolve().parents[2] / "fixtures" / "mini_data"
+SHARED = data_root()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""finetune/lora.py on tiny random Glm4v / Qwen2.5-VL checkpoints (CPU): masking, overfitting only the LoRA
+"""finetune/lora/ on tiny random Glm4v / Qwen2.5-VL checkpoints (CPU): masking, overfitting only the LoRA
 weights, resume, adapter round trip through model_adapter, merged export, QLoRA, and the CLI end to end."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from finetune import lora
 from model_adapter.images import load_image
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures"
 VISION = ("visual",)
 

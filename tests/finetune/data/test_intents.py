@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from finetune import data as D
-from finetune import intents as I
-from finetune.scenes import objects_in
+from finetune.data import intents as I
+from vocabulary.objects import objects_in
 
-MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini_data"
+MINI = Path(__file__).resolve().parents[2] / "fixtures" / "mini_data"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_samples_follow_the_question(records, pools):
     for s in by_task["language"]:
         assert I.answer_lang(s["messages"][-1]["content"]) == s["meta"]["answer_lang"] != s["lang"]
     for s in by_task["water"]:
-        from finetune.caption_metrics import parse_yes_no
+        from finetune.evaluate.caption_metrics import parse_yes_no
 
         assert parse_yes_no(s["messages"][-1]["content"]) == s["meta"]["answer"]
 

@@ -1,6 +1,6 @@
 """Question-following report of `finetune.evaluate` (task "questions"): held-out phrasings on test images.
 
-Every test image is asked each intent its fact sheet supports (`finetune.intents.heldout_items`), in phrasings that
+Every test image is asked each intent its fact sheet supports (`finetune.data.intents.heldout_items`), in phrasings that
 never appear in training, plus a no-image question, an out-of-scope request, a language request and two second
 turns (translate the previous answer, refer back to it) whose first answer is the model's own. Each answer is graded
 against the fact sheet (`intents.grade`). Reported: per-intent accuracy, their mean, asks-for-image rate (without an
@@ -14,9 +14,9 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict
 
-from finetune import intents as I
-from finetune.caption_metrics import parse_count
-from finetune.scenes import unsupported_objects
+from finetune.data import intents as I
+from vocabulary.answers import parse_count
+from vocabulary.objects import unsupported_objects
 
 MAX_NEW = {"detailed": 96, "summary": 48, "what_else": 48, "refer_back": 48}
 FREE_FORM = ("what_else", "summary", "detailed", "colours", "layout")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures"
 GOOD = {"id": "a", "image": "ucm/airplane_192.jpg", "messages": [
     {"role": "user", "content": "这张遥感图像展现了什么场景？"}, {"role": "assistant", "content": "这是一个机场。"}]}

@@ -1,9 +1,9 @@
 """Instruction tasks derived from one image's captions: describe, scene, presence, count, multi-turn.
 
-Each task is a function `(record, split, rng, pools) -> list[Sample]` registered in `TASKS`; `finetune/data.py`
+Each task is a function `(record, split, rng, pools) -> list[Sample]` registered in `TASKS`; `finetune/data/builder.py`
 loads the records and writes the files. Everything here is pure and deterministic given the rng.
 
-Facts come only from the captions and the file-name scene label (finetune/scenes.py):
+Facts come only from the captions and the file-name scene label (vocabulary/scenes.py):
 - presence "yes" = an object some English reference names; "no" = an object with `negative_ok` that none of the 5
   references (English or Chinese) names and that the scene label does not imply. Ubiquitous things (trees, roads,
   buildings, houses, cars) are never "no" answers: captions that omit them say nothing about their absence.
@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from finetune.scenes import NUMBERS, OBJECTS, ObjectTerm, scene
+from vocabulary.glossary import NUMBERS
+
+from vocabulary.objects import OBJECTS, ObjectTerm
+
+from vocabulary.scenes import scene
 
 POOL_DIR = Path(__file__).resolve().parent / "prompt_pools"
 LANGS = ("zh", "en")
@@ -47,7 +51,7 @@ class ImageRecord:
     split: str  # "train" | "val" | "test"
     refs_en: list[str]  # 5 English sentences, stripped
     refs_zh: list[str]  # their Chinese translations, same order
-    label: str | None  # scene class key (finetune/scenes.py) or None
+    label: str | None  # scene class key (vocabulary/scenes.py) or None
     imgid: int = 0
 
     @property

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def make_data_root(root: Path) -> Path:
@@ -201,7 +201,7 @@ def test_warm_start_copies_the_decoder_and_refuses_a_model_of_another_shape(tmp_
     from finetune.mini.decoder import load_decoder_weights
     from model_adapter.mini import RemoteGLMMiniForConditionalGeneration
 
-    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "remoteglm-mini"
     model = RemoteGLMMiniForConditionalGeneration.from_pretrained(shipped)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -229,7 +229,7 @@ def test_vision_from_takes_the_shipped_encoder_and_refuses_another_shape(tmp_pat
     from finetune.mini.pipeline import parse_config
     from finetune.mini.vision import stage_vision
 
-    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "remoteglm-mini"
     cfg = parse_config(["--work", str(tmp_path), "--vision-from", str(shipped)])
     history: dict = {}
     encoder = stage_vision(cfg, {}, history)
@@ -249,7 +249,7 @@ def test_card_of_a_warm_start_names_its_start_model_and_command(tmp_path: Path) 
     """A retrained decoder's card gives the warm-start command and says the encoder was taken over, not trained."""
     from finetune.mini.card import render_card
 
-    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "remoteglm-mini"
+    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "remoteglm-mini"
     out = tmp_path / "model"
     shutil.copytree(shipped, out, ignore=shutil.ignore_patterns("eval"))
     cfg = json.loads((out / "training_config.json").read_text())
@@ -264,3 +264,20 @@ def test_card_of_a_warm_start_names_its_start_model_and_command(tmp_path: Path) 
     assert "--vision-from checkpoints/remoteglm-mini" in card and "--decoder.steps 1000" in card
     assert "--decoder.init-from checkpoints/remoteglm-mini" in card
     assert "Warm start" in card and "vision encoder taken over (0 min)" in card and "Last vision epoch" not in card
+
+
+def test_card_renders_a_warm_start_command_that_parses_back():
+    """The card's warm-start command uses the flags `python -m finetune.mini` takes (bools as --x / --no-x)."""
+    import shlex
+
+    from finetune.mini.card import training_command
+    from finetune.mini.config import DecoderTrainConfig
+    from finetune.mini.pipeline import parse_config
+
+    dec = {**vars(DecoderTrainConfig()), "steps": 0, "init_from": "runs/warm/out", "scene_token_labels": False,
+           "focus_ucm_scene_token": True}
+    cmd = training_command({"vision_from": "runs/warm/out", "decoder": dec})
+    argv = shlex.split(cmd.replace("\\\n", " "))[3:]  # after "python -m finetune.mini"
+    cfg = parse_config(argv)
+    assert cfg.vision_from == "runs/warm/out" and cfg.decoder.steps == 0
+    assert cfg.decoder.scene_token_labels is False and cfg.decoder.focus_ucm_scene_token is True

@@ -1,6 +1,10 @@
-"""Scene labels from file names and the glossary / object vocabulary in finetune/scenes.py."""
+"""Scene labels from file names and the glossary / object vocabulary in vocabulary/."""
 
-from finetune.scenes import GLOSSARY, OBJECTS, RSICD_SCENES, UCM_SCENES, guess_scene_from_captions, scene, scene_of
+from vocabulary.glossary import GLOSSARY
+
+from vocabulary.objects import OBJECTS
+
+from vocabulary.scenes import RSICD_SCENES, UCM_SCENES, guess_scene_from_captions, scene, scene_of
 
 
 def test_ucm_classes_follow_filename_numbering():
@@ -38,7 +42,7 @@ def test_guess_scene_is_conservative():
 
 
 def test_unsupported_objects_flags_what_no_reference_mentions():
-    from finetune.scenes import unsupported_objects
+    from vocabulary.objects import unsupported_objects
 
     refs = ["Two airplanes are parked at the airport .", "两架飞机停在机场。"]
     assert unsupported_objects("图中有两架飞机和一个储罐。", refs) == ["storage_tank"]

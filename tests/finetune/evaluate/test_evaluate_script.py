@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures"
 FAST = ["--tasks", "scene_en,scene_zh", "--device", "cpu", "--batch-size", "8"]
 
@@ -160,7 +160,7 @@ def test_stock_sentence_baseline_over_few_images_says_so(tiny_glm4v_dir, tmp_pat
 def test_question_following_report_grades_the_answers_it_saved(tmp_path):
     """The "questions" task on the shipped mini: every held-out intent asked, first turns filled by the model's own
     answer, each saved answer re-graded to the same verdict, rates in the report."""
-    from finetune import intents
+    from finetune.data import intents
 
     root = data_root(tmp_path / "data", images=4)
     model = ROOT / "checkpoints" / "remoteglm-mini"

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from finetune.caption_metrics import (
+from finetune.evaluate.caption_metrics import (
     caption_scores, confusion, faithfulness, parse_count, parse_scene, parse_yes_no, stock_sentences,
     zh_char_tokens,
 )

@@ -9,7 +9,7 @@ METEOR, ROUGE-L, CIDEr against the 5 references (English: COCO PTB tokenisation;
 scene accuracy + confusion matrix PNG, yes/no accuracy, count accuracy (and the best constant answer's),
 faithfulness (answers naming glossary objects that no reference mentions), the "class stock sentence" baseline (a
 perfect scene classifier that answers its class's most common training caption), and the question-following
-report (task "questions", `finetune.eval_questions`: held-out phrasings of ~20 intents graded against each image's
+report (task "questions", `finetune.evaluate.questions`: held-out phrasings of ~20 intents graded against each image's
 fact sheet, no-image / refusal / language / refer-back rates). Writes `<name>.json`, `<name>.md`, `<name>_confusion.png`,
 `<name>_answers.jsonl` with <name> = `<model>[+<adapter>]_<dataset>_<split>` into --out (default: runs/eval/) and
 prints where. Images are read from --data-root (env REMOTEGLM_DATA_ROOT); none found is an error.
@@ -19,22 +19,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from finetune.caption_metrics import (
+from finetune.evaluate.caption_metrics import (
     caption_scores, confusion, faithfulness, normalise_sentence, parse_count, parse_scene, parse_yes_no,
     stock_sentences,
 )
-from finetune.eval_questions import (
+from settings import add_flags, config_from_flags
+from vocabulary.datasets import data_root
+from finetune.evaluate.questions import (
     answers_rows, best_constant, build_question_items, markdown_questions, score_questions,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The exact prompts (first line of each finetune/prompt_pools pool); part of the report.
 PROMPTS = {
     "describe_en": "Describe this remote sensing image.",
@@ -60,14 +62,17 @@ class EvalConfig:
     """Model directory or hub name (anything `model_adapter.load_backend` loads)."""
     adapter: str | None = None
     """Optional LoRA adapter directory."""
-    quant: int | None = None
+    quant: Literal[4, 8] | None = None
     """4 or 8 to load the base model quantised (bitsandbytes)."""
-    dataset: str = "ucm"
-    split: str = "test"
-    data_root: Path = Path(os.environ.get("REMOTEGLM_DATA_ROOT", REPO.parent / "shared" / "data"))
+    dataset: Literal["ucm", "rsicd", "sydney"] = "ucm"
+    split: Literal["train", "val", "test"] = "test"
+    data_root: Path = field(default_factory=data_root)
+    """Folder with ucm/, sydney/, rsicd/ (env REMOTEGLM_DATA_ROOT)."""
     out: Path | None = None
+    """Output folder of the report files (default: runs/eval/)."""
     tasks: tuple[str, ...] = ("describe_en", "describe_zh", "scene_zh", "scene_en", "presence_zh", "presence_en",
                               "count_zh", "count_en", "questions")
+    """Comma-separated subset of the tasks above."""
     batch_size: int = 32
     limit: int = 0
     """Evaluate only the first N images (0 = all)."""
@@ -173,7 +178,7 @@ def build_items(cfg: EvalConfig, records: list) -> tuple[list[Item], dict]:
 def generate_all(cfg: EvalConfig, items: list[Item], questions: list | None = None) -> float:
     """Fill `item.answer` (and the question-following items' answers) by greedy batched generation through the
     adapter; returns seconds spent."""
-    from finetune.eval_questions import generate_questions
+    from finetune.evaluate.questions import generate_questions
     from model_adapter import ChatMessage, GenerationParams, load_backend, load_image
 
     backend = load_backend(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, device=cfg.device)
@@ -321,8 +326,8 @@ def markdown(report: dict) -> str:
                              f"{fb['unfaithful_rate_distinctive']:.1%} on the same two measures: a sentence "
                              f"true of the class can still name a road or building this image's five captions "
                              f"leave out.")
-    lines.append(f"- Prompts: " + "; ".join(f"{k}: `{v}`" for k, v in report["prompts"].items())
-                 + "; presence / count: the data builder's questions (finetune/prompt_pools). Greedy decoding.")
+    lines.append("- Prompts: " + "; ".join(f"{k}: `{v}`" for k, v in report["prompts"].items())
+                 + "; presence / count: the data builder's questions (finetune/data/prompt_pools). Greedy decoding.")
     lines.append("- English: pycocoevalcap with its PTB tokenizer; Chinese: character level (punctuation dropped), "
                  "no METEOR.")
     if "seconds" in report:
@@ -356,26 +361,15 @@ def run(cfg: EvalConfig) -> dict:
     return report
 
 
+ENV_PREFIX = "REMOTEGLM_EVAL_"
+
+
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
+    """The config from the command line, then `REMOTEGLM_EVAL_*`, then the defaults."""
     ap = argparse.ArgumentParser(prog="python -m finetune.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = EvalConfig()
-    ap.add_argument("--model", default=d.model)
-    ap.add_argument("--adapter", default=None)
-    ap.add_argument("--quant", type=int, choices=(4, 8), default=None)
-    ap.add_argument("--dataset", choices=("ucm", "rsicd", "sydney"), default=d.dataset)
-    ap.add_argument("--split", choices=("train", "val", "test"), default=d.split)
-    ap.add_argument("--data-root", type=Path, default=d.data_root)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated subset of " + ",".join(d.tasks))
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--limit", type=int, default=0, help="only the first N images")
-    ap.add_argument("--every", type=int, default=1, help="only every Nth image (a subset over all classes)")
-    ap.add_argument("--device", default="auto")
-    ns = ap.parse_args(argv)
-    return EvalConfig(model=ns.model, adapter=ns.adapter, quant=ns.quant, dataset=ns.dataset, split=ns.split,
-                      data_root=ns.data_root, out=ns.out, tasks=tuple(ns.tasks.split(",")),
-                      batch_size=ns.batch_size, limit=ns.limit, every=ns.every, device=ns.device)
+    add_flags(ap, EvalConfig, env_prefix=ENV_PREFIX)
+    return config_from_flags(ap.parse_args(argv), EvalConfig, env_prefix=ENV_PREFIX)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ Outputs in `--out`: `train.jsonl`, `val.jsonl`, `test.jsonl` (format in the team
 `split_karpathy_partial`) and the build fails if a val / test image appears in training.
 
 Python API for the trainer and the evaluator: `load_captions` (-> `ImageRecord`s), `load_translations`,
-`build_samples`, `build`, `read_jsonl`, `write_jsonl`, `image_path`. Task logic lives in finetune/tasks.py, scene labels in finetune/scenes.py.
+`build_samples`, `build`, `read_jsonl`, `write_jsonl`, `image_path`. Task logic lives in finetune/data/tasks.py, scene
+labels in vocabulary/scenes.py.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from finetune import intents
-from finetune.scenes import scene_of
-from finetune.tasks import ALL_TASKS, ImageRecord, Sample, load_pools, samples_for
+import finetune.data.intents as intents
+from settings import add_flags, flag_values
+from vocabulary.datasets import DEFAULT_DATA_ROOT, data_root
+from vocabulary.scenes import scene_of
+from finetune.data.tasks import ALL_TASKS, ImageRecord, Sample, load_pools, samples_for
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED_ZH = REPO / "data" / "zh"
 SHIPPED_EN = REPO / "data" / "en"
 DATASETS = ("ucm", "sydney", "rsicd")
@@ -48,7 +49,7 @@ SPLITS = ("train", "val", "test")
 class BuildConfig:
     """Settings of one build (CLI flags of the same names)."""
 
-    data_root: Path = DEFAULT_DATA_ROOT
+    data_root: Path = field(default_factory=data_root)
     """Folder with ucm/, sydney/, rsicd/, zh/ (flag --data-root, env REMOTEGLM_DATA_ROOT)."""
     out: Path = REPO / "runs" / "data"
     """Output folder for train/val/test.jsonl and the dataset card (flag --out)."""
@@ -67,7 +68,7 @@ class BuildConfig:
     zh_dir: Path | None = None
     """Folder of the translation JSONL files; default <data-root>/zh, else the shipped data/zh."""
     intents_v2: bool = True
-    """Add the v2 question intents (finetune/intents.py) to train / val: water, vegetation, urban or rural,
+    """Add the v2 question intents (finetune/data/intents.py) to train / val: water, vegetation, urban or rural,
     colours, layout, refusals, upload requests, language requests, multi-turn... (flag --no-intents-v2)."""
     require_images: bool = True
     """Leave out images whose file is missing under the data root (Sydney has 9 of 613), noted in the card;
@@ -276,12 +277,15 @@ def build(cfg: BuildConfig) -> BuildResult:
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------------
+ENV_PREFIX = "REMOTEGLM_BUILD_"
+# Every BuildConfig field is a flag of the same name but this one: its flag says the opposite.
+INVERTED = "require_images"
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
-    cfg = BuildConfig(data_root=Path(args.data_root), out=Path(args.out), datasets=tuple(args.datasets.split(",")),
-                      tasks=tuple(args.tasks.split(",")), seed=args.seed, describe_per_image=args.describe_per_image,
-                      presence_per_image=args.presence_per_image, seed_paragraphs=args.seed_paragraphs,
-                      zh_dir=Path(args.zh_dir) if args.zh_dir else None,
-                      require_images=not args.keep_missing_images, intents_v2=not args.no_intents_v2)
+    values = flag_values(args, BuildConfig, env_prefix=ENV_PREFIX)
+    values.pop(INVERTED, None)
+    cfg = BuildConfig(**values, require_images=not args.keep_missing_images)
     result = build(cfg)
     print(card_markdown(result.card))
     print(f"wrote {sum(result.card['totals'].values())} samples to {cfg.out} in {result.seconds:.1f}s")
@@ -299,16 +303,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m finetune.data", description="Build RemoteGLM conversation data.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="caption files + translations -> train/val/test.jsonl + card")
-    b.add_argument("--data-root", default=os.environ.get("REMOTEGLM_DATA_ROOT", str(DEFAULT_DATA_ROOT)))
-    b.add_argument("--out", default=str(REPO / "runs" / "data"))
-    b.add_argument("--datasets", default=",".join(DATASETS))
-    b.add_argument("--tasks", default=",".join(ALL_TASKS))
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--describe-per-image", type=int, default=5)
-    b.add_argument("--presence-per-image", type=int, default=1)
-    b.add_argument("--seed-paragraphs", action="store_true", help="add the original project's paragraphs (train)")
-    b.add_argument("--zh-dir", default=None, help="folder of the translation JSONL files")
-    b.add_argument("--no-intents-v2", action="store_true", help="v1 tasks only (no v2 question intents)")
+    add_flags(b, BuildConfig, names=[f.name for f in fields(BuildConfig) if f.name != INVERTED], env_prefix=ENV_PREFIX)
     b.add_argument("--keep-missing-images", action="store_true", help="keep samples whose image file is missing")
     e = sub.add_parser("export-original", help="conversation JSONL -> original {img,prompt,label} JSON")
     e.add_argument("--src", required=True)
