@@ -49,7 +49,7 @@ from sqlalchemy.engine import make_url
 from bot.scene import Box, describe_metadata, map_bounds, read_metadata, rescaled, resolve_box, tile_grid
 from bot.service import TITLE_CHARS, ServiceError, clean_question
 from model_adapter import ChatBackend, ChatMessage, GenerationParams, load_backend, load_image
-from model_adapter.images import downscale
+from imagery import downscale
 from settings import Settings
 from storage import ConversationStore, ConversationView, ImageRef
 from storage.images import ImageStore

@@ -39,7 +39,7 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, SecretStr
 
 from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, load_backend, load_image
-from model_adapter.images import DEFAULT_MAX_PIXELS
+from imagery import DEFAULT_MAX_PIXELS
 from settings import DEFAULT_MODEL_DIR, Settings
 
 ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system"}

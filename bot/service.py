@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from model_adapter import (BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk,
                            load_backend)
-from model_adapter.images import ImageSource
+from imagery import ImageSource
 from settings import ORIGINAL_GENERATION_DEFAULTS, Settings
 from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
 from bot.titles import conversation_title

@@ -3,7 +3,7 @@ without decoding a pixel, and the checked version every decoder path calls befor
 
 TIFFs are probed through rasterio (`imagery.geotiff.tiff_header`, so GDAL-only TIFFs such as 8-band 16-bit scenes
 are probed too), everything else through Pillow's lazy open. The API server (`server/serving.py`, 413 over
-max_input_pixels), the model layer (`model_adapter.images.load_image`, so storage, the web chat, the LangChain
+max_input_pixels), the loader (`imagery.load.load_image`, so storage, the web chat, the LangChain
 model, the tool and the agent) and the agent's metadata (`bot/scene.py`) all use it.
 
     header = probe(data)                               # ImageHeader, or ImageError for a non-image / corrupt file

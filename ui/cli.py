@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.service import ConversationService, NotFound, ServiceBusy, ServiceError, StorageError
-from model_adapter.images import ImageError, load_image
+from imagery import ImageError, load_image
 from ui.chat_view import message_text
 from ui.i18n import t
 from ui.landuse import map_answer_command, tiles_command

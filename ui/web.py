@@ -25,7 +25,7 @@ from typing import Any
 import gradio as gr
 
 from bot.service import ConversationService, NotFound, ServiceError, StorageError, TurnEvent
-from model_adapter.images import ImageError
+from imagery import ImageError
 from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
 from storage import Accounts
 from ui.access import PrivateFiles, login_check

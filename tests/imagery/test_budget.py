@@ -26,7 +26,7 @@ import imagery.geotiff as geotiff
 from bot.scene import read_metadata
 from imagery.header import ImageHeader, ImageTooLarge, check_header, decode_budget
 from imagery.probe import probe, probe_checked
-from model_adapter.images import MAX_DECLARED_PIXELS, load_image
+from imagery import MAX_DECLARED_PIXELS, load_image
 from storage.images import ImageStore
 from tests.imagery.bombs import BOMB_BANDS, BOMB_SIDE, multiband_bomb, ramp_scene
 

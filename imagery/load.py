@@ -1,4 +1,5 @@
-"""Turn whatever a user hands us into a safe RGB PIL image.
+"""Turn whatever a user hands us into a safe RGB PIL image: the one loader storage, the model layer, bot, the
+server and the UI call (`from imagery import load_image`).
 
 Accepts a path, raw bytes, a file-like object or a PIL image; converts every mode (palette, alpha, CMYK, 1-bit,
 16-bit and float, multi-band) to 8-bit RGB; caps the pixel count *while decoding* where the format allows (JPEG
@@ -26,8 +27,8 @@ from imagery.header import MAX_DECLARED_PIXELS, ImageHeader, ImageTooLarge, chec
 from imagery.memory import TRIM_AFTER_BYTES, release_free_memory
 from imagery.probe import open_image
 
-__all__ = ["ImageError", "ImageSource", "ImageTooLarge", "MAX_DECLARED_PIXELS", "TIFF_MAGIC", "downscale",
-           "image_bytes", "load_image", "to_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "ImageSource", "ImageTooLarge", "MAX_DECLARED_PIXELS", "TIFF_MAGIC",
+           "downscale", "image_bytes", "load_image", "to_rgb"]
 
 ImageSource = str | Path | bytes | bytearray | BinaryIO | Image.Image
 
