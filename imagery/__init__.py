@@ -1,6 +1,7 @@
 """Imagery: the one home for reading remote-sensing images, below storage, the model layer, bot, server and UI.
 
-It imports nothing from the project. `imagery.load` turns any input (path, bytes, file, PIL image) into a safe RGB
+It imports nothing from the project. `imagery.fetch` turns a data: / file:// / http(s) URL into bytes (local files
+only under an allowed directory); `imagery.load` turns any input (path, bytes, file, PIL image) into a safe RGB
 image; `imagery.probe` reads any file's header without decoding (TIFFs through rasterio, the rest through Pillow);
 `imagery.header` checks a header against the pixel limit and its decode budget (width x height x bands x bytes per
 sample), raising `ImageTooLarge`; `imagery.geotiff` reads every TIFF a remote-sensing user has (rasterio / GDAL),
