@@ -21,7 +21,9 @@ from PIL import Image
 
 from bot.landuse import LandUseMap, analyze_scene, answer_from_map
 from bot.landuse_export import png_bytes, render_overlay
+from imagery.probe import probe
 from imagery.tiles import SceneSource, open_scene
+from model_adapter.scene_classifier import SceneClassifierError
 from storage import ConversationStore, ImageRef
 
 SETTINGS_KEY = "landuse"
@@ -75,8 +77,8 @@ def load_map(store: ConversationStore, conversation_id: str) -> StoredMap | None
         path = next(iter(store.images.root.glob(f"{entry[name]}.*")), None)
         if path is None:
             return None  # its images were removed (conversation partly deleted): treat as no map
-        with Image.open(path) as image:
-            refs[name] = ImageRef(entry[name], path.name, path, image.width, image.height)
+        header = probe(path.read_bytes())
+        refs[name] = ImageRef(entry[name], path.name, path, header.width, header.height)
     return StoredMap(LandUseMap.from_dict(entry["map"]), refs["view"], refs["overlay"], entry.get("source"))
 
 
@@ -181,5 +183,5 @@ def tile_crop(stored: StoredMap, x: float, y: float, view_coords: bool = True,
         return view.convert("RGB").crop(box), caption
 
 
-__all__ = ["MapAnswer", "StoredMap", "agent_map_text", "classifier_for", "export_files", "follow_up", "load_map", "run_analysis", "store_map", "tile_crop",
-           "SETTINGS_KEY"]
+__all__ = ["MapAnswer", "SceneClassifierError", "StoredMap", "agent_map_text", "classifier_for", "export_files",
+           "follow_up", "load_map", "run_analysis", "store_map", "tile_crop", "SETTINGS_KEY"]

@@ -15,10 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bot.landuse_store import classifier_for, export_files, follow_up, load_map, run_analysis, tile_crop
-from bot.service import ConversationService, NotFound, ServiceError, StorageError
-from imagery.errors import ImageError
-from model_adapter.scene_classifier import SceneClassifierError
+from bot.landuse_store import (SceneClassifierError, classifier_for, export_files, follow_up, load_map, run_analysis,
+                               tile_crop)
+from bot.service import ConversationService, ImageError, NotFound, ServiceError, StorageError
 
 USER_ERRORS = (ImageError, ServiceError, NotFound, StorageError, SceneClassifierError)
 # The question a click asks about a tile: the mini's trained phrasing (a longer one with the tile's row and column

@@ -24,10 +24,9 @@ from typing import Any
 
 import gradio as gr
 
-from bot.service import ConversationService, NotFound, ServiceError, StorageError, TurnEvent
-from imagery import ImageError
+from bot.accounts import Accounts
+from bot.service import ConversationService, ImageError, NotFound, ServiceError, StorageError, TurnEvent
 from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
-from storage import Accounts
 from ui.access import PrivateFiles, login_check
 from ui.chat_view import (conversation_choices, error_bubble, example_files, export_filename, queued_bubble,
                           thinking_bubble, to_chatbot)
