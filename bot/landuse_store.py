@@ -113,6 +113,20 @@ def follow_up(store: ConversationStore, conversation_id: str, text: str, lang: s
     return MapAnswer(answer, highlight, cls)
 
 
+def follow_up_turn(store: ConversationStore, conversation_id: str, text: str, lang: str = "zh") -> MapAnswer | None:
+    """`follow_up`, stored as a turn: the question, then the answer with its highlight image (if any). None (and
+    nothing stored) when the conversation has no map or the question is not a where / area one."""
+    answer = follow_up(store, conversation_id, text, lang)
+    if answer is None:
+        return None
+    store.append_message(conversation_id, "user", text.strip())
+    images = []
+    if answer.highlight is not None:
+        images = [store.add_image(png_bytes(answer.highlight), original_name=f"highlight-{answer.cls}.png")]
+    store.append_message(conversation_id, "assistant", answer.text, images)
+    return answer
+
+
 AGENT_KEY = "landuse_agent"
 
 
@@ -184,4 +198,4 @@ def tile_crop(stored: StoredMap, x: float, y: float, view_coords: bool = True,
 
 
 __all__ = ["MapAnswer", "SceneClassifierError", "StoredMap", "agent_map_text", "classifier_for", "export_files",
-           "follow_up", "load_map", "run_analysis", "store_map", "tile_crop", "SETTINGS_KEY"]
+           "follow_up", "follow_up_turn", "load_map", "run_analysis", "store_map", "tile_crop", "SETTINGS_KEY"]

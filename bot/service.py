@@ -127,6 +127,16 @@ class ConversationService:
     def history(self, conversation_id: str, owner: str | None = None) -> ConversationView:
         return self.store.get(conversation_id, owner=owner)
 
+    def exists(self, conversation_id: str | None, owner: str | None = None) -> bool:
+        """The conversation is stored and (with `owner`, a login) this user's: another user's reads as missing."""
+        if not conversation_id:
+            return False
+        try:
+            self.store.check_owner(conversation_id, owner)
+            return True
+        except NotFound:
+            return False
+
     def conversations(self, limit: int = 50, offset: int = 0, query: str = "",
                       owner: str | None = None) -> list[ConversationView]:
         """Stored conversations, most recently active first (without their messages); with `query`, only those

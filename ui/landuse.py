@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bot.landuse_store import (SceneClassifierError, classifier_for, export_files, follow_up, load_map, run_analysis,
-                               tile_crop)
+from bot.landuse_store import (SceneClassifierError, classifier_for, export_files, follow_up_turn, load_map,
+                               run_analysis, tile_crop)
 from bot.service import ConversationService, ImageError, NotFound, ServiceError, StorageError
 from ui.outputs import outputs
 
@@ -154,17 +154,9 @@ class LandUseHandlers:
         if not conversation_id or not self._exists(conversation_id, owner) or load_map(self.service.store,
                                                                                conversation_id) is None:
             return MapReply(highlight=None, notice=tr(lang, "no_map"))
-        answer = follow_up(self.service.store, conversation_id, text, lang)
+        answer = follow_up_turn(self.service.store, conversation_id, text, lang)
         if answer is None:
             return MapReply(highlight=None, notice=tr(lang, "not_map_question"))
-        store = self.service.store
-        store.append_message(conversation_id, "user", text.strip())
-        images = []
-        if answer.highlight is not None:
-            from bot.landuse_export import png_bytes
-
-            images = [store.add_image(png_bytes(answer.highlight), original_name=f"highlight-{answer.cls}.png")]
-        store.append_message(conversation_id, "assistant", answer.text, images)
         return MapReply(highlight=answer.highlight, notice="")
 
     def overlay_of(self, conversation_id: str | None, owner: str | None = None) -> str | None:
@@ -198,11 +190,7 @@ class LandUseHandlers:
 
     def _exists(self, conversation_id: str, owner: str | None = None) -> bool:
         """Stored and (with a login) this user's; another user's conversation reads as missing."""
-        try:
-            self.service.store.check_owner(conversation_id, owner)
-            return True
-        except NotFound:
-            return False
+        return self.service.exists(conversation_id, owner)
 
 
 def add_landuse_panel(service: ConversationService, chatbot, conversation, lang, bands, refresh) -> None:
@@ -338,21 +326,14 @@ def map_answer_command(chat, question: str) -> bool:
     conv = chat.state.conversation_id
     if conv is None or chat.state.image is not None:
         return False
-    answer = follow_up(chat.service.store, conv, question, chat.state.lang)
+    answer = follow_up_turn(chat.service.store, conv, question, chat.state.lang)
     if answer is None:
         return False
-    store = chat.service.store
-    store.append_message(conv, "user", question.strip())
-    images = []
     text = answer.text
     if answer.highlight is not None:
-        from bot.landuse_export import png_bytes
-
-        images = [store.add_image(png_bytes(answer.highlight), original_name=f"highlight-{answer.cls}.png")]
         path = Path.cwd() / f"landuse-{conv[:8]}-{answer.cls}.png"
         answer.highlight.save(path)
         text += f"\n{path}"
-    store.append_message(conv, "assistant", answer.text, images)
     chat.say(f"{chat_label(chat.state.lang)}{text}")
     return True
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import gradio as gr
 
@@ -32,7 +32,7 @@ from ui.chat_view import (conversation_choices, error_bubble, example_files, exp
                           thinking_bubble, to_chatbot)
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
 from ui.landuse import add_landuse_panel
-from ui.outputs import outputs
+from ui.outputs import AfterTurnOutputs, ChatOutputs, EditOutputs, OpenOutputs, QueueOutputs, outputs
 from ui.panes import IMAGE_PANE_CSS, IMAGE_PANE_JS, SIDEBAR_CSS, image_pane_html, thumbnail_css
 
 log = logging.getLogger(__name__)
@@ -69,52 +69,6 @@ class UploadError(ValueError):
 
 
 USER_ERRORS = (ServiceError, ImageError, NotFound, UploadError, StorageError)
-
-
-class ChatOutputs(NamedTuple):
-    """What a turn (submit, regenerate) yields after each new piece of the answer."""
-
-    chatbot: Any  # the whole conversation, as message-format bubbles
-    textbox: Any  # the input box: emptied once, the question back after an error, else gr.skip()
-    conversation: str | None  # the conversation's id (a first turn creates it)
-    editing: bool  # still editing the last question (only after an error while editing)
-    sidebar: Any  # the history list, or gr.skip()
-    id_box: Any  # the id shown in the sidebar, or gr.skip()
-
-
-class OpenOutputs(NamedTuple):
-    """What opening a conversation (sidebar, new, delete) shows."""
-
-    chatbot: Any
-    conversation: str | None
-    editing: bool
-    title: str  # the rename box
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    confirm: Any  # the delete confirmation, hidden
-    sidebar: Any
-    id_box: str
-
-
-class EditOutputs(NamedTuple):
-    """Editing the last question: it goes back into the input box."""
-
-    textbox: Any
-    editing: bool
-    notice: str
-
-
-class QueueOutputs(NamedTuple):
-    """Enter pressed: the box empties at once and the question waits in this tab's queue."""
-
-    textbox: Any
-    notice: str
-
-
-class AfterTurnOutputs(NamedTuple):
-    notice: str  # the editing notice, cleared
-    title: Any  # the (possibly new) conversation's title into the rename box
 
 
 def _session(request: gr.Request | None) -> str:
@@ -480,11 +434,7 @@ class ChatHandlers:
         """The conversation is stored and (with a login) this user's: another user's reads as missing."""
         if not conversation_id:
             return False
-        try:
-            self.service.store.check_owner(conversation_id, owner)
-            return True
-        except NotFound:
-            return False
+        return self.service.exists(conversation_id, owner)
 
     def _with_error(self, conversation_id: str | None, text: str, lang: str,
                     session: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
