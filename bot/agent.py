@@ -46,10 +46,13 @@ from PIL import Image
 from pydantic import Field, SecretStr
 from sqlalchemy.engine import make_url
 
-from bot.scene import Box, describe_metadata, map_bounds, read_metadata, rescaled, resolve_box, tile_grid
+from bot.scene import describe_metadata
 from bot.service import TITLE_CHARS, ServiceError, clean_question
-from model_adapter import ChatBackend, ChatMessage, GenerationParams, load_backend, load_image
-from model_adapter.images import downscale
+from imagery import downscale, load_image
+from imagery.geotiff import map_bounds, rescaled
+from imagery.probe import read_metadata
+from imagery.tiles import Box, resolve_box, split_box
+from model_adapter import ChatBackend, ChatMessage, GenerationParams, load_backend
 from settings import Settings
 from storage import ConversationStore, ConversationView, ImageRef
 from storage.images import ImageStore
@@ -515,7 +518,7 @@ class RemoteSensingAgent:
             state, image = agent.scene(runtime.context.conversation_id)
             view = agent._box(state, None)
             try:
-                grid = tile_grid(view, agent.settings.tile_size, agent.settings.max_tiles, rows, cols)
+                grid = split_box(view, agent.settings.tile_size, agent.settings.max_tiles, rows, cols)
             except ValueError as exc:
                 raise ToolException(str(exc)) from exc
             answers = agent._ask(image, [box for _, _, box in grid], question)

@@ -24,15 +24,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+from bot.titles import conversation_title
+from imagery import ImageError, ImageSource, load_image
 from model_adapter import (BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk,
                            load_backend)
-from model_adapter.images import ImageSource
 from settings import ORIGINAL_GENERATION_DEFAULTS, Settings
 from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
-from bot.titles import conversation_title
 from storage.export import EXPORTERS
 
-__all__ = ["ConversationService", "NotFound", "ServiceBusy", "ServiceError", "StorageError", "TurnEvent"]
+# What the UIs need besides the service: the views it hands out, the errors it raises (ImageError for an unusable
+# image), and `load_image` for early feedback on an image before a turn (the service checks it again).
+__all__ = ["ConversationService", "ConversationView", "ImageError", "ImageRef", "MessageView", "NotFound",
+           "ServiceBusy", "ServiceError", "StorageError", "TurnEvent", "load_image"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,16 @@ class ConversationService:
 
     def history(self, conversation_id: str, owner: str | None = None) -> ConversationView:
         return self.store.get(conversation_id, owner=owner)
+
+    def exists(self, conversation_id: str | None, owner: str | None = None) -> bool:
+        """The conversation is stored and (with `owner`, a login) this user's: another user's reads as missing."""
+        if not conversation_id:
+            return False
+        try:
+            self.store.check_owner(conversation_id, owner)
+            return True
+        except NotFound:
+            return False
 
     def conversations(self, limit: int = 50, offset: int = 0, query: str = "",
                       owner: str | None = None) -> list[ConversationView]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from model_adapter.base import BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk
-from model_adapter.images import ImageError, load_image
+from imagery import ImageError, load_image
 from settings import Settings
 
 try:  # registers the remoteglm_mini model type with AutoConfig / AutoModelForImageTextToText / AutoProcessor

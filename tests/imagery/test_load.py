@@ -5,7 +5,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from model_adapter.images import ImageError, load_image
+from imagery import ImageError, load_image
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
