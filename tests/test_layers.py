@@ -1,10 +1,10 @@
 """The runtime layers point one way: nothing lower imports anything higher (issue 12).
 
 Lowest first: settings.py and vocabulary/ < imagery/ < storage/ < model_adapter/ < bot/ < server/, ui/ < app.py, with
-finetune/, translate/, bench/ and the test helpers beside the top. Every import of every .py file in imagery,
-storage, model_adapter, bot, server and ui is read with `ast` (imports inside functions too, where lazy imports
-hide) and checked against that order; server/ and ui/ sit side by side and import nothing of each other, and ui/
-calls bot/ only (the views, errors and accounts it shows come through bot/), never the layers under it.
+finetune/, translate/, bench/ and the test helpers beside the top. Every import of every .py file in vocabulary,
+imagery, storage, model_adapter, bot, server and ui is read with `ast` (imports inside functions too, where lazy
+imports hide) and checked against that order; server/ and ui/ sit side by side and import nothing of each other, and
+ui/ calls bot/ only (the views, errors and accounts it shows come through bot/), never the layers under it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED = ["imagery", "storage", "model_adapter", "bot", "server", "ui"]
+CHECKED = ["vocabulary", "imagery", "storage", "model_adapter", "bot", "server", "ui"]
 RANK = {"settings": 0, "vocabulary": 0, "imagery": 1, "storage": 2, "model_adapter": 3, "bot": 4, "server": 5,
         "ui": 5, "app": 6, "finetune": 6, "translate": 6, "bench": 6, "testing": 6, "tests": 6}
 # Packages that may reach only some of the layers below them.
@@ -23,10 +23,7 @@ ONLY = {"ui": {"bot", "settings", "vocabulary"}}
 # Allowed exceptions, each with its reason. Deprecated alias modules re-export a moved module from its new home for
 # one release and are not checked (model_adapter/images.py -> imagery.load imports only downwards anyway).
 DEPRECATED_ALIASES = {"model_adapter/images.py"}
-# (importing package, imported module) pairs allowed until the branch that removes them lands: the scene class
-# names move from finetune/scenes.py to vocabulary/ (issue 12, the finetune branch), and bot/ then imports them from
-# there. Once vocabulary/ exists the exception is gone, so a bot/ import left on finetune.scenes fails here.
-PENDING = set() if (ROOT / "vocabulary").is_dir() else {("bot", "finetune.scenes")}
+
 
 
 def imports(source: str, package: str = "") -> list[tuple[int, str]]:
@@ -51,8 +48,6 @@ def violations(package: str) -> list[str]:
         for line, module in imports(path.read_text(encoding="utf-8"), package_name):
             top = module.split(".")[0]
             if top == package or top not in RANK:  # itself, the standard library, third-party packages
-                continue
-            if any(package == owner and (module == m or module.startswith(m + ".")) for owner, m in PENDING):
                 continue
             if RANK[top] > RANK[package]:
                 problems.append(f"{name}:{line} imports {module} ({package}/ sits below {top})")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from finetune.data import ORIGINAL_FOLDERS
-from model_adapter.images import load_image
+from imagery import load_image
 from finetune.lora.config import IGNORE, TOKEN_KEYS
 
 log = logging.getLogger("finetune.lora")

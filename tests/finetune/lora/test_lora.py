@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from finetune import lora
-from model_adapter.images import load_image
+from imagery import load_image
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures"
