@@ -234,7 +234,7 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
         fn.__annotations__["request"] = gr.Request
     click.__annotations__["evt"] = gr.SelectData
 
-    with gr.Accordion(tr(lang0, "panel"), open=False, elem_id="landuse-panel"):
+    with gr.Accordion(tr(lang0, "panel"), open=False, elem_id="landuse-panel") as panel:
         with gr.Row():
             upload = gr.File(label=tr(lang0, "file"), file_types=[".tif", ".tiff", ".png", ".jpg", ".jpeg"],
                              elem_id="landuse-file")
@@ -249,6 +249,15 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
             ask_btn = gr.Button(tr(lang0, "ask_btn"), size="sm", elem_id="landuse-ask-btn")
         files = gr.File(label=tr(lang0, "files"), file_count="multiple", interactive=False, elem_id="landuse-files")
 
+    # The language switch relabels the panel too (beside the web chat's own listener on the same radio).
+    relabel = [(panel, "label", "panel"), (upload, "label", "file"), (gsd, "label", "gsd"), (run_btn, "value", "run"),
+               (cancel_btn, "value", "cancel"), (overlay, "label", "overlay"), (question, "placeholder", "ask"),
+               (ask_btn, "value", "ask_btn"), (files, "label", "files")]
+
+    def switch_language(code: str) -> list[Any]:
+        return [gr.update(**{prop: tr(code, key)}) for _, prop, key in relabel]
+
+    lang.change(switch_language, [lang], [component for component, _, _ in relabel], api_visibility="private")
     run_btn.click(run, [upload, gsd, conversation, lang, bands],
                   outputs(RunOutputs, chatbot=chatbot, conversation=conversation, overlay=overlay, files=files,
                           notice=notice), api_name="landuse", concurrency_id="generate", concurrency_limit=1)
