@@ -9,12 +9,12 @@ scene, `bot/landuse.py`). RemoteGLM itself is the `ChatBackend` from settings.
 
 Turns are stored like any conversation (user message with its image, assistant answer), so they appear in the web
 chat's sidebar. The planner's own thread (questions, tool calls, tool results, answers) is kept by a LangGraph
-checkpointer on the same database (`bot/agent_thread.py`), thread_id = conversation id: `langgraph-checkpoint-
-sqlite` in the store's SQLite file (its own `checkpoints` / `writes` tables beside the store's), `langgraph-
-checkpoint-postgres` on the store's PostgreSQL URL. A restarted process or another replica continues the thread with
-its earlier tool calls; turns typed in the web chat in between are added to the thread on the next agent turn. The
-full-resolution scene, its
-metadata and the current view live in the conversation's settings under "agent".
+checkpointer on the same database (`bot/agent_thread.py`), thread_id = conversation id:
+`langgraph-checkpoint-sqlite` in the store's SQLite file (its own `checkpoints` / `writes` tables beside the
+store's), `langgraph-checkpoint-postgres` on the store's PostgreSQL URL. A restarted process or another replica
+continues the thread with its earlier tool calls; turns typed in the web chat in between are added to the thread on
+the next agent turn. The full-resolution scene, its metadata and the current view live in the conversation's
+settings under "agent".
 
     agent = RemoteSensingAgent.from_settings(AgentSettings(planner_model="qwen2.5-72b-instruct",
                                                            planner_base_url="http://gpu-box:8001/v1"))
