@@ -43,7 +43,7 @@ from langgraph.errors import GraphRecursionError
 from PIL import Image
 from pydantic import Field, SecretStr
 
-from bot.agent_thread import (ANSWER_ID, MESSAGE_ID, close_checkpointer, message_refs, open_checkpointer,
+from bot.agent_thread import (ANSWER_ID, MESSAGE_ID, STATE_KEY, close_checkpointer, message_refs, open_checkpointer,
                               thread_config, thread_question)
 from bot.scene import describe_metadata
 from bot.service import TITLE_CHARS, ServiceError, clean_question
@@ -58,7 +58,6 @@ from storage.images import ImageStore
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "agent"  # conversation.settings[STATE_KEY]: the scene and view of the agent's conversation
 # Keys of a thread message's additional_kwargs: the stored message it stands for, its images, the stored answer.
 TILE_BATCH = 4  # tiles per generate_batch call: bounds activation memory on a local model
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from storage import ImageRef
 
 MESSAGE_ID, IMAGES, ANSWER_ID = "remoteglm_message_id", "remoteglm_images", "remoteglm_answer_id"
+STATE_KEY = "agent"  # conversation.settings[STATE_KEY]: the scene and view of an agent conversation
 
 
 def open_checkpointer(database_url: str) -> BaseCheckpointSaver:
@@ -48,6 +49,16 @@ def open_checkpointer(database_url: str) -> BaseCheckpointSaver:
                          "(set REMOTEGLM_AGENT_CHECKPOINT_URL)")
     saver.setup()  # creates the tables / runs LangGraph's migrations once; idempotent
     return saver
+
+
+def delete_thread(database_url: str, conversation_id: str) -> None:
+    """Delete an agent conversation's thread from the checkpointer on `database_url` (the web chat deletes agent
+    conversations too; the agent's own `delete` uses its open checkpointer)."""
+    saver = open_checkpointer(database_url)
+    try:
+        saver.delete_thread(conversation_id)
+    finally:
+        close_checkpointer(saver)
 
 
 def close_checkpointer(saver: BaseCheckpointSaver) -> None:

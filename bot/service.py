@@ -162,9 +162,18 @@ class ConversationService:
         self.store.rename(conversation_id, title)
 
     def delete(self, conversation_id: str, owner: str | None = None) -> None:
-        """Delete a conversation with its messages and the images nothing else uses."""
+        """Delete a conversation with its messages and the images nothing else uses (and, for an agent
+        conversation, its LangGraph thread in the same database)."""
+        from bot.agent_thread import STATE_KEY, delete_thread  # langgraph: imported only when it is needed
+
         self.store.check_owner(conversation_id, owner)
+        agent = STATE_KEY in (self.store.get(conversation_id).settings or {})
         self.store.delete(conversation_id)
+        if agent:
+            try:
+                delete_thread(self.store.engine.url.render_as_string(hide_password=False), conversation_id)
+            except Exception:  # noqa: BLE001 - the conversation is gone; leftover thread rows are only space
+                log.warning("could not delete the agent thread of %s", conversation_id, exc_info=True)
 
     def export(self, conversation_id: str, fmt: Literal["md", "json", "html"], owner: str | None = None) -> str:
         """The conversation as one self-contained Markdown, JSON or HTML text (images embedded, earlier answers
