@@ -1,4 +1,4 @@
-"""GPU check of finetune/lora.py: LoRA and QLoRA steps on a tiny and a small random-weight Qwen2.5-VL.
+"""GPU check of finetune/lora/: LoRA and QLoRA steps on a tiny and a small random-weight Qwen2.5-VL.
 
     python bench/gpu_lora_check.py --out runs/bench                 # on a CUDA machine: ~3-4 minutes
     python bench/gpu_lora_check.py --out /tmp/b --cpu-smoke         # CPU dry run of the same code, small sizes

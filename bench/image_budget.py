@@ -5,7 +5,7 @@
 
 Writes two deflate GeoTIFFs with rasterio into a temp dir: the issue's bomb (8 bands, 16-bit, 10 000 x 10 000,
 ~1.9 MB on disk, 1.6 GB to decode) and an allowed scene (8 bands, 16-bit, 5000 x 5000, 400 MB to decode). Each is
-opened by `model_adapter.images.load_image` (the path of the web chat, storage, the agent and the API) in a fresh
+opened by `imagery.load_image` (the path of the web chat, storage, the agent and the API) in a fresh
 process per case and checkout; prints the outcome, the seconds of the call, the peak RSS of the process
 (VmHWM of /proc/self/status) and its growth during the call (the imports, torch included, come before it), then the
 ratios baseline / this checkout.
@@ -31,7 +31,11 @@ def rss():  # this process's peak RSS, MB (getrusage's ru_maxrss would carry the
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 data = Path(sys.argv[1]).read_bytes()
-from model_adapter.images import load_image
+import model_adapter  # the app's imports (torch included) come first, in every checkout
+try:
+    from imagery import load_image
+except ImportError:  # a baseline checkout from before imagery.load (issue 12)
+    from model_adapter.images import load_image
 before, started = rss(), time.perf_counter()
 try:
     image = load_image(data)

@@ -34,11 +34,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from finetune.scenes import UCM_SCENES  # noqa: E402
+from vocabulary.datasets import data_root  # noqa: E402
+from vocabulary.scenes import UCM_SCENES  # noqa: E402
 from settings import DEFAULT_MODEL_DIR  # noqa: E402
 
 # ../shared/data/ucm from the main checkout (/work/main), or from a worktree one level deeper (/work/wt/NAME)
-UCM_DIRS = [ROOT.parent / "shared" / "data" / "ucm", ROOT.parents[1] / "shared" / "data" / "ucm"]
+UCM_DIRS = [data_root() / "ucm", ROOT.parents[1] / "shared" / "data" / "ucm"]
 FIXTURES = ROOT / "tests" / "fixtures" / "ucm"
 CLASSES = list(UCM_SCENES)
 TILE = 256

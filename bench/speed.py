@@ -113,12 +113,13 @@ def bench_concurrency(service: ConversationService, params: GenerationParams, co
             results[i] = _turn(service, convs[i], QUESTION, params, image=image)
 
         threads = [threading.Thread(target=session, args=(i,)) for i in range(n)]
-        batches = service.backend.scheduler.batches
+        batches, joins = service.backend.scheduler.batches, service.backend.scheduler.joins
         start = time.perf_counter()
         [t.start() for t in threads]
         [t.join() for t in threads]
         wall = time.perf_counter() - start
         batches = service.backend.scheduler.batches - batches
+        joins = service.backend.scheduler.joins - joins
         ok = [r for r in results if r[3] == "complete"]
         refused = [r for r in results if r[3] == "busy"]
         # nothing half-done: an answered turn stored its question and answer, a refused one nothing at all
@@ -132,7 +133,7 @@ def bench_concurrency(service: ConversationService, params: GenerationParams, co
               f"ratio to serial {rate / serial_rate:6.2f}   "
               f"turn p50 {statistics.median(lat):5.2f} s p95 {pct(lat, 0.95):5.2f} s   first token p95 "
               f"{pct(ttft, 0.95):5.2f} s   refused busy {len(refused):2d}   stored as expected {stored}/{n}   "
-              f"batches {batches} (largest so far {service.backend.scheduler.largest_batch})")
+              f"batches {batches}, joins {joins} (largest so far {service.backend.scheduler.largest_batch})")
 
 
 def bench_threads(model: str, new_tokens: int, reps: int) -> None:
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--concurrent", default="1,5,20,50", help="comma-separated session counts")
     parser.add_argument("--postgres-url", help="also run on this PostgreSQL URL (its tables are created)")
+    parser.add_argument("--no-join", action="store_true",
+                        help="requests arriving during a batch wait for the next one (no joining a running batch)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: threads,turn,follow,concurrent,startup")
     args = parser.parse_args(argv)
     logging.getLogger("bot.service").setLevel(logging.CRITICAL)  # refused-as-busy turns are counted, not logged
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         for db, url in databases:
             print(f"--- {db}  (load average now {os.getloadavg()[0]:.2f})")
             service = _service(model, url, tmp_path / db, args.new_tokens)
+            service.backend.scheduler.join = not args.no_join
             if "follow" not in skip and service.backend.feature_cache is not None:
                 bench_follow_up(service, params, args.reps)
             if "concurrent" not in skip:

@@ -9,11 +9,12 @@ scene, `bot/landuse.py`). RemoteGLM itself is the `ChatBackend` from settings.
 
 Turns are stored like any conversation (user message with its image, assistant answer), so they appear in the web
 chat's sidebar. The planner's own thread (questions, tool calls, tool results, answers) is kept by a LangGraph
-checkpointer on the same database, thread_id = conversation id: `langgraph-checkpoint-sqlite` in the store's SQLite
-file (its own `checkpoints` / `writes` tables beside the store's), `langgraph-checkpoint-postgres` on the store's
-PostgreSQL URL. A restarted process or another replica continues the thread with its earlier tool calls; turns
-typed in the web chat in between are added to the thread on the next agent turn. The full-resolution scene, its
-metadata and the current view live in the conversation's settings under "agent".
+checkpointer on the same database (`bot/agent_thread.py`), thread_id = conversation id:
+`langgraph-checkpoint-sqlite` in the store's SQLite file (its own `checkpoints` / `writes` tables beside the
+store's), `langgraph-checkpoint-postgres` on the store's PostgreSQL URL. A restarted process or another replica
+continues the thread with its earlier tool calls; turns typed in the web chat in between are added to the thread on
+the next agent turn. The full-resolution scene, its metadata and the current view live in the conversation's
+settings under "agent".
 
     agent = RemoteSensingAgent.from_settings(AgentSettings(planner_model="qwen2.5-72b-instruct",
                                                            planner_base_url="http://gpu-box:8001/v1"))
@@ -25,7 +26,6 @@ metadata and the current view live in the conversation's settings under "agent".
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -39,26 +39,26 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, ToolException
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphRecursionError
 from PIL import Image
 from pydantic import Field, SecretStr
-from sqlalchemy.engine import make_url
 
-from bot.scene import Box, describe_metadata, map_bounds, read_metadata, rescaled, resolve_box, tile_grid
+from bot.agent_thread import (ANSWER_ID, MESSAGE_ID, STATE_KEY, close_checkpointer, message_refs, open_checkpointer,
+                              thread_config, thread_question)
+from bot.scene import describe_metadata
 from bot.service import TITLE_CHARS, ServiceError, clean_question
-from model_adapter import ChatBackend, ChatMessage, GenerationParams, load_backend, load_image
-from model_adapter.images import downscale
+from imagery import downscale, load_image
+from imagery.geotiff import map_bounds, rescaled
+from imagery.probe import read_metadata
+from imagery.tiles import Box, resolve_box, split_box
+from model_adapter import ChatBackend, ChatMessage, GenerationParams, load_backend
 from settings import Settings
 from storage import ConversationStore, ConversationView, ImageRef
 from storage.images import ImageStore
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "agent"  # conversation.settings[STATE_KEY]: the scene and view of the agent's conversation
 # Keys of a thread message's additional_kwargs: the stored message it stands for, its images, the stored answer.
-MESSAGE_ID, IMAGES, ANSWER_ID = "remoteglm_message_id", "remoteglm_images", "remoteglm_answer_id"
 TILE_BATCH = 4  # tiles per generate_batch call: bounds activation memory on a local model
 
 SYSTEM_PROMPT = """你是遥感图像分析助手。You are a remote-sensing image analyst.
@@ -106,39 +106,6 @@ class AgentSettings(Settings):
     agent_checkpoint_url: str | None = None
     """Database of the agent's LangGraph threads (REMOTEGLM_AGENT_CHECKPOINT_URL): a sqlite:/// or postgresql:// URL.
     Unset: the conversation store's own database (database_url), so one file or server holds everything."""
-
-
-def open_checkpointer(database_url: str) -> BaseCheckpointSaver:
-    """A LangGraph checkpointer on a SQLAlchemy-style URL: SqliteSaver on the same file (its tables `checkpoints`
-    and `writes` sit beside the store's, WAL like the store), PostgresSaver on a small connection pool for
-    postgresql[+driver]://, an in-memory saver for an in-memory SQLite URL. Release it with `close_checkpointer`."""
-    url = make_url(database_url)
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if not url.database or url.database == ":memory:":
-            return InMemorySaver()
-        # check_same_thread=False is safe: SqliteSaver serialises its calls with a lock (UI and server threads).
-        saver = SqliteSaver(sqlite3.connect(url.database, check_same_thread=False, timeout=30))
-    elif backend == "postgresql":
-        from langgraph.checkpoint.postgres import PostgresSaver
-        from psycopg.rows import dict_row
-        from psycopg_pool import ConnectionPool
-
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True, check=ConnectionPool.check_connection,
-                              kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
-        saver = PostgresSaver(pool)
-    else:
-        raise ValueError(f"agent checkpoints need a sqlite:/// or postgresql:// URL, not {backend!r} "
-                         "(set REMOTEGLM_AGENT_CHECKPOINT_URL)")
-    saver.setup()  # creates the tables / runs LangGraph's migrations once; idempotent
-    return saver
-
-
-def close_checkpointer(saver: BaseCheckpointSaver) -> None:
-    conn = getattr(saver, "conn", None)  # sqlite3.Connection or psycopg_pool.ConnectionPool
-    if conn is not None:
-        conn.close()
 
 
 def build_planner(settings: AgentSettings) -> BaseChatModel:
@@ -267,7 +234,7 @@ class RemoteSensingAgent:
 
         The last committed checkpoint, without the pending writes of a step that was stopped (graph.get_state shows
         those, but a new turn's input discards them)."""
-        saved = self.checkpointer.get_tuple(_thread_config(conversation_id))
+        saved = self.checkpointer.get_tuple(thread_config(conversation_id))
         return list(saved.checkpoint["channel_values"].get("messages", [])) if saved else []
 
     def send(self, conversation_id: str, text: str, image: bytes | str | Path | None = None,
@@ -292,7 +259,7 @@ class RemoteSensingAgent:
         conv = self.store.get(conversation_id)
         # ImageError here, before any message is stored
         images = [] if image is None else [self.attach_image(conversation_id, image, image_name)]
-        config = {**_thread_config(conversation_id), "recursion_limit": 2 * self.settings.agent_max_steps + 1}
+        config = {**thread_config(conversation_id), "recursion_limit": 2 * self.settings.agent_max_steps + 1}
         catch_up = self._catch_up(conv, self.thread(conversation_id))
         user = self.store.append_message(conversation_id, "user", text, images)
         if not conv.title:
@@ -351,9 +318,9 @@ class RemoteSensingAgent:
             if m.role == "user":
                 notes = [f"[用户上传了图像 uploaded an image {r.width}×{r.height}]" for r in m.images]
                 messages.append(HumanMessage("\n".join(notes + [m.text]),
-                                             additional_kwargs=_message_refs(m.id, m.images)))
+                                             additional_kwargs=message_refs(m.id, m.images)))
             elif m.role == "assistant" and m.status == "complete" and m.text:
-                messages.append(AIMessage(m.text, additional_kwargs=_message_refs(m.id, [])))
+                messages.append(AIMessage(m.text, additional_kwargs=message_refs(m.id, [])))
         return messages
 
     def _catch_up(self, conv: ConversationView, thread: list[AnyMessage]) -> list[AnyMessage]:
@@ -515,7 +482,7 @@ class RemoteSensingAgent:
             state, image = agent.scene(runtime.context.conversation_id)
             view = agent._box(state, None)
             try:
-                grid = tile_grid(view, agent.settings.tile_size, agent.settings.max_tiles, rows, cols)
+                grid = split_box(view, agent.settings.tile_size, agent.settings.max_tiles, rows, cols)
             except ValueError as exc:
                 raise ToolException(str(exc)) from exc
             answers = agent._ask(image, [box for _, _, box in grid], question)
@@ -555,26 +522,6 @@ def _metadata(image: Any) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - metadata is a bonus; the image itself was already accepted
         log.warning("cannot read image metadata", exc_info=True)
         return {}
-
-
-def _thread_config(conversation_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": conversation_id}}
-
-
-def _message_refs(message_id: int, images: list[ImageRef]) -> dict[str, Any]:
-    """What a thread message keeps of its stored message: the id and image references (sha256, file, size), never
-    the pixels; OpenAI-style planners are not sent these (only role and content)."""
-    refs: dict[str, Any] = {MESSAGE_ID: message_id}
-    if images:
-        refs[IMAGES] = [{"sha256": r.sha256, "filename": r.filename, "width": r.width, "height": r.height}
-                        for r in images]
-    return refs
-
-
-def thread_question(text: str, user_id: int, answer_id: int, images: list[ImageRef] | None = None) -> HumanMessage:
-    """The thread's message for a stored question (user_id) whose answer will be stored as answer_id: the thread
-    then knows both stored turns, and the next agent turn adds only what was stored after them."""
-    return HumanMessage(text, additional_kwargs={**_message_refs(user_id, images or []), ANSWER_ID: answer_id})
 
 
 def _text(message: AIMessage) -> str:

@@ -26,9 +26,7 @@ import base64
 import threading
 from collections.abc import Iterator
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
@@ -38,8 +36,9 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, SecretStr
 
-from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, load_backend, load_image
-from model_adapter.images import DEFAULT_MAX_PIXELS
+from imagery import DEFAULT_MAX_PIXELS, load_image
+from imagery.fetch import fetch_image_bytes
+from model_adapter import ChatBackend, ChatMessage, Completion, GenerationParams, load_backend
 from settings import DEFAULT_MODEL_DIR, Settings
 
 ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system"}
@@ -71,25 +70,7 @@ def image_bytes_from_block(block: dict[str, Any]) -> bytes:
         url = block["image_url"]["url"] if isinstance(block["image_url"], dict) else block["image_url"]
     if not url:
         raise ValueError(f"image block without data or url: {sorted(block)}")
-    return image_bytes_from_url(url)
-
-
-def image_bytes_from_url(url: str, allowed_dir: Path | None = None) -> bytes:
-    """Bytes of a data: URL, a file:// URL or a plain local path (only under `allowed_dir` when given)."""
-    if url.startswith("data:"):
-        header, _, payload = url.partition(",")
-        return base64.b64decode(payload) if ";base64" in header else unquote(payload).encode()
-    parsed = urlparse(url)
-    if parsed.scheme in ("http", "https"):
-        import httpx
-
-        response = httpx.get(url, timeout=30, follow_redirects=True)
-        response.raise_for_status()
-        return response.content
-    path = Path(unquote(parsed.path) if parsed.scheme == "file" else url).resolve()
-    if allowed_dir is not None and not path.is_relative_to(Path(allowed_dir).resolve()):
-        raise PermissionError(f"local images are only allowed under {allowed_dir}")
-    return path.read_bytes()
+    return fetch_image_bytes(url)
 
 
 def to_chat_messages(messages: list[BaseMessage], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[ChatMessage]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.scenes import UCM_SCENES
+from vocabulary.scenes import UCM_SCENES
 from imagery.tiles import TILE_GROUND_M, SceneSource, Window, open_scene
 
 MIN_VALID = 0.5  # a cell with less data than this (nodata, mask, outside the scene) is skipped, marked "nodata"

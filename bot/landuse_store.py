@@ -21,7 +21,9 @@ from PIL import Image
 
 from bot.landuse import LandUseMap, analyze_scene, answer_from_map
 from bot.landuse_export import png_bytes, render_overlay
+from imagery.probe import probe
 from imagery.tiles import SceneSource, open_scene
+from model_adapter.scene_classifier import SceneClassifierError
 from storage import ConversationStore, ImageRef
 
 SETTINGS_KEY = "landuse"
@@ -75,8 +77,8 @@ def load_map(store: ConversationStore, conversation_id: str) -> StoredMap | None
         path = next(iter(store.images.root.glob(f"{entry[name]}.*")), None)
         if path is None:
             return None  # its images were removed (conversation partly deleted): treat as no map
-        with Image.open(path) as image:
-            refs[name] = ImageRef(entry[name], path.name, path, image.width, image.height)
+        header = probe(path.read_bytes())
+        refs[name] = ImageRef(entry[name], path.name, path, header.width, header.height)
     return StoredMap(LandUseMap.from_dict(entry["map"]), refs["view"], refs["overlay"], entry.get("source"))
 
 
@@ -109,6 +111,20 @@ def follow_up(store: ConversationStore, conversation_id: str, text: str, lang: s
         with Image.open(stored.view.path) as view:
             highlight = render_overlay(view.convert("RGB"), stored.result, only=cls, lang=lang)
     return MapAnswer(answer, highlight, cls)
+
+
+def follow_up_turn(store: ConversationStore, conversation_id: str, text: str, lang: str = "zh") -> MapAnswer | None:
+    """`follow_up`, stored as a turn: the question, then the answer with its highlight image (if any). None (and
+    nothing stored) when the conversation has no map or the question is not a where / area one."""
+    answer = follow_up(store, conversation_id, text, lang)
+    if answer is None:
+        return None
+    store.append_message(conversation_id, "user", text.strip())
+    images = []
+    if answer.highlight is not None:
+        images = [store.add_image(png_bytes(answer.highlight), original_name=f"highlight-{answer.cls}.png")]
+    store.append_message(conversation_id, "assistant", answer.text, images)
+    return answer
 
 
 AGENT_KEY = "landuse_agent"
@@ -181,5 +197,5 @@ def tile_crop(stored: StoredMap, x: float, y: float, view_coords: bool = True,
         return view.convert("RGB").crop(box), caption
 
 
-__all__ = ["MapAnswer", "StoredMap", "agent_map_text", "classifier_for", "export_files", "follow_up", "load_map", "run_analysis", "store_map", "tile_crop",
-           "SETTINGS_KEY"]
+__all__ = ["MapAnswer", "SceneClassifierError", "StoredMap", "agent_map_text", "classifier_for", "export_files",
+           "follow_up", "follow_up_turn", "load_map", "run_analysis", "store_map", "tile_crop", "SETTINGS_KEY"]

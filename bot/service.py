@@ -24,15 +24,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+from bot.titles import conversation_title
+from imagery import ImageError, ImageSource, load_image
 from model_adapter import (BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk,
                            load_backend)
-from model_adapter.images import ImageSource
 from settings import ORIGINAL_GENERATION_DEFAULTS, Settings
 from storage import ConversationStore, ConversationView, ImageRef, MessageView, NotFound, StorageError
-from bot.titles import conversation_title
 from storage.export import EXPORTERS
 
-__all__ = ["ConversationService", "NotFound", "ServiceBusy", "ServiceError", "StorageError", "TurnEvent"]
+# What the UIs need besides the service: the views it hands out, the errors it raises (ImageError for an unusable
+# image), and `load_image` for early feedback on an image before a turn (the service checks it again).
+__all__ = ["ConversationService", "ConversationView", "ImageError", "ImageRef", "MessageView", "NotFound",
+           "ServiceBusy", "ServiceError", "StorageError", "TurnEvent", "load_image"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,16 @@ class ConversationService:
     def history(self, conversation_id: str, owner: str | None = None) -> ConversationView:
         return self.store.get(conversation_id, owner=owner)
 
+    def exists(self, conversation_id: str | None, owner: str | None = None) -> bool:
+        """The conversation is stored and (with `owner`, a login) this user's: another user's reads as missing."""
+        if not conversation_id:
+            return False
+        try:
+            self.store.check_owner(conversation_id, owner)
+            return True
+        except NotFound:
+            return False
+
     def conversations(self, limit: int = 50, offset: int = 0, query: str = "",
                       owner: str | None = None) -> list[ConversationView]:
         """Stored conversations, most recently active first (without their messages); with `query`, only those
@@ -149,9 +162,18 @@ class ConversationService:
         self.store.rename(conversation_id, title)
 
     def delete(self, conversation_id: str, owner: str | None = None) -> None:
-        """Delete a conversation with its messages and the images nothing else uses."""
+        """Delete a conversation with its messages and the images nothing else uses (and, for an agent
+        conversation, its LangGraph thread in the same database)."""
+        from bot.agent_thread import STATE_KEY, delete_thread  # langgraph: imported only when it is needed
+
         self.store.check_owner(conversation_id, owner)
+        agent = STATE_KEY in (self.store.get(conversation_id).settings or {})
         self.store.delete(conversation_id)
+        if agent:
+            try:
+                delete_thread(self.store.engine.url.render_as_string(hide_password=False), conversation_id)
+            except Exception:  # noqa: BLE001 - the conversation is gone; leftover thread rows are only space
+                log.warning("could not delete the agent thread of %s", conversation_id, exc_info=True)
 
     def export(self, conversation_id: str, fmt: Literal["md", "json", "html"], owner: str | None = None) -> str:
         """The conversation as one self-contained Markdown, JSON or HTML text (images embedded, earlier answers

@@ -18,9 +18,8 @@ QUESTION_CHARS = 30
 
 @cache
 def _scene_names() -> list[str]:
-    # NOTE: the class vocabulary lives in finetune/scenes.py (pure data, no I/O) until issue 12 gives it a home
-    # below bot/ and finetune/ both; import it from there then.
-    from finetune.scenes import SCENES
+    # the class vocabulary: vocabulary/scenes.py (pure data, no I/O, below bot/ and finetune/)
+    from vocabulary.scenes import SCENES
 
     names = {name for table in SCENES.values() for s in table.values() for name in (s.zh, s.en)}
     return sorted(names, key=len, reverse=True)

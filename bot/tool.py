@@ -26,8 +26,9 @@ from langchain_core.tools import BaseTool, ToolException
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.chat_model import image_bytes_from_url
-from model_adapter import ChatBackend, ChatMessage, GenerationParams, ImageError, load_backend, load_image
+from imagery import ImageError, load_image
+from imagery.fetch import fetch_image_bytes
+from model_adapter import ChatBackend, ChatMessage, GenerationParams, load_backend
 from settings import Settings
 
 DESCRIPTION = (
@@ -52,9 +53,9 @@ def read_image_argument(image: str, allowed_dir: Path | None = None) -> bytes:
     image = image.strip()
     scheme = urlparse(image).scheme
     if image.startswith("data:") or scheme in ("http", "https", "file"):
-        return image_bytes_from_url(image, allowed_dir)
+        return fetch_image_bytes(image, allowed_dir)
     if len(image) < 1024 and Path(image).expanduser().is_file():
-        return image_bytes_from_url(str(Path(image).expanduser()), allowed_dir)
+        return fetch_image_bytes(str(Path(image).expanduser()), allowed_dir)
     try:
         data = base64.b64decode(image, validate=True)
     except (binascii.Error, ValueError):

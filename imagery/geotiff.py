@@ -18,6 +18,7 @@ its 2nd and 98th percentiles of valid pixels, as GIS viewers do; nodata / masked
     image = read_tiff(Path("scene.tif").read_bytes(), max_pixels=1024 * 1024)   # PIL image, RGB or L
     tiff_header(data)   # ImageHeader(format='TIFF', width=..., bands=4, dtype='uint16', ...), no pixel read
     tiff_info(data)   # {'width':..., 'bands': 4, 'dtype': 'uint16', 'nodata': 0.0, 'crs': 'EPSG:32633', ...}
+    georeferencing(tiff_info(data))   # {'transform': [a..f], 'pixel_size', 'crs', 'bounds'}; map_bounds(geo, box)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -160,6 +161,38 @@ def tiff_header(data: bytes) -> ImageHeader:
 def _header(ds, bands: list[tuple[Any, int]]) -> ImageHeader:
     dtype = max((src.dtypes[i - 1] for src, i in bands), key=lambda name: np.dtype(name).itemsize)
     return ImageHeader("TIFF", ds.width, ds.height, len(bands), dtype)
+
+
+def georeferencing(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Affine pixel -> map transform, CRS and bounds from `tiff_info`; None when the image has none."""
+    if not info.get("transform"):
+        return None
+    a, b, c, d, e, f = (float(v) for v in info["transform"])
+    geo: dict[str, Any] = {
+        "transform": [a, b, c, d, e, f],  # map_x = a*col + b*row + c ; map_y = d*col + e*row + f
+        "pixel_size": [math.hypot(a, d), math.hypot(b, e)],
+        "crs": f"EPSG:{info['epsg']}" if info.get("epsg") else info.get("crs"),
+        "model_type": info.get("crs_kind"),
+    }
+    geo["bounds"] = map_bounds(geo, (0, 0, info["width"], info["height"]))
+    return geo
+
+
+def rescaled(geo: Mapping[str, Any] | None, sx: float, sy: float) -> dict[str, Any] | None:
+    """The georeferencing of the same scene resampled so that one new pixel spans (sx, sy) old ones."""
+    if not geo:
+        return None
+    a, b, c, d, e, f = geo["transform"]
+    return {**geo, "transform": [a * sx, b * sy, c, d * sx, e * sy, f],
+            "pixel_size": [geo["pixel_size"][0] * sx, geo["pixel_size"][1] * sy]}
+
+
+def map_bounds(geo: Mapping[str, Any], box: Sequence[float]) -> list[float]:
+    """[min_x, min_y, max_x, max_y] in map units of a pixel box (x0, y0, x1, y1)."""
+    a, b, c, d, e, f = geo["transform"]
+    corners = [(a * x + b * y + c, d * x + e * y + f) for x in (box[0], box[2]) for y in (box[1], box[3])]
+    xs, ys = [p[0] for p in corners], [p[1] for p in corners]
+    return [min(xs), min(ys), max(xs), max(ys)]
 
 
 def read_tiff(data: bytes, max_pixels: int = 1024 * 1024, bands: Sequence[int] | str | None = None,

@@ -3,22 +3,24 @@ without decoding a pixel, and the checked version every decoder path calls befor
 
 TIFFs are probed through rasterio (`imagery.geotiff.tiff_header`, so GDAL-only TIFFs such as 8-band 16-bit scenes
 are probed too), everything else through Pillow's lazy open. The API server (`server/serving.py`, 413 over
-max_input_pixels), the model layer (`model_adapter.images.load_image`, so storage, the web chat, the LangChain
-model, the tool and the agent) and the agent's metadata (`bot/scene.py`) all use it.
+max_input_pixels), the loader (`imagery.load.load_image`, so storage, the web chat, the LangChain
+model, the tool and the agent) and the agent's metadata (`read_metadata`) all use it.
 
     header = probe(data)                               # ImageHeader, or ImageError for a non-image / corrupt file
     probe_checked(data, max_pixels=100_000_000)        # ImageTooLarge over the pixels or their decode budget
+    read_metadata(data)   # {'format', 'width', 'height', 'mode', 'bands', 'bytes', 'geo'}: what the agent is told
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from imagery.errors import ImageError
-from imagery.geotiff import is_tiff, tiff_header
+from imagery.geotiff import georeferencing, is_tiff, tiff_header, tiff_info
 from imagery.header import MAX_DECLARED_PIXELS, ImageHeader, ImageTooLarge, check_header
 
 
@@ -52,3 +54,15 @@ def probe_checked(data: bytes, max_pixels: int = MAX_DECLARED_PIXELS) -> ImageHe
     """`probe`, then `check_header`: ImageTooLarge when the file declares more than `max_pixels` pixels or more
     bytes to decode than their budget (width x height x bands x bytes per sample)."""
     return check_header(probe(data), max_pixels)
+
+
+def read_metadata(data: bytes) -> dict[str, Any]:
+    """Format, size, bands, sample type and (for GeoTIFFs) CRS, pixel size and bounds of an image file, from its
+    header. Raises ImageError for files that are not images."""
+    if not is_tiff(data):
+        header = probe(data)
+        return {"format": header.format, "width": header.width, "height": header.height, "mode": header.mode,
+                "bands": header.bands, "bytes": len(data)}
+    info = tiff_info(data)
+    return {"format": "TIFF", "width": info["width"], "height": info["height"], "mode": info["dtype"],
+            "bands": info["bands"], "bytes": len(data), "geo": georeferencing(info)}

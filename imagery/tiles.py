@@ -14,6 +14,9 @@ Tile size in scene pixels (`tile_side`):
             tile = scene.read_tile(grid, cell)             # Tile: (256, 256, 3) uint8 RGB + valid fraction
         view = scene.overview(max_pixels=768 * 768)        # PIL RGB downscaled view, nodata black
 
+The agent's boxes and grids are plain pixel maths here too: `resolve_box(box, width, height)` (pixels, or fractions
+of the scene, clamped), `split_box(box, tile_size, max_tiles)` (a rows x cols grid of tile boxes).
+
 Bands: as `imagery.geotiff` shows them (R, G, B by band names / colour interpretation, else the first three; or the
 1-based bands the caller names). Deeper than 8-bit data is stretched between the 2nd and 98th percentile of each
 band, measured once on a decimated read of the whole scene, so every tile uses the same stretch.
@@ -43,6 +46,8 @@ STATS_PIXELS = 1024 * 1024  # pixels of the decimated read that measures the str
 GDAL_CACHE_MB = 128  # bounds GDAL's block cache (its default is 5 % of RAM)
 
 Window = tuple[int, int, int, int]  # (col_off, row_off, width, height) in scene pixels
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in full-scene pixels, x1 / y1 exclusive
+MIN_BOX_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,45 @@ def tile_side(info: SceneInfo, gsd: float | None = None) -> int:
         raise ImageError(f"地面分辨率必须是正数（米/像素） (gsd must be a positive number of metres per pixel, "
                          f"got {resolution})")
     return max(MIN_TILE_PX, round(TILE_GROUND_M / resolution))
+
+
+def resolve_box(box: Sequence[float] | None, width: int, height: int) -> Box:
+    """A box in pixels, or in fractions of the scene when every value is within 0..1, clamped to the scene."""
+    if box is None:
+        return (0, 0, width, height)
+    if len(box) != 4:
+        raise ValueError(f"a box is [x0, y0, x1, y1], got {list(box)}")
+    values = [float(v) for v in box]
+    if all(0.0 <= v <= 1.0 for v in values):
+        values = [values[0] * width, values[1] * height, values[2] * width, values[3] * height]
+    x0, y0, x1, y1 = (int(round(v)) for v in values)
+    x0, x1 = sorted((max(0, min(width, x0)), max(0, min(width, x1))))
+    y0, y1 = sorted((max(0, min(height, y0)), max(0, min(height, y1))))
+    if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+        raise ValueError(f"box {list(box)} leaves {x1 - x0}x{y1 - y0} pixels of this {width}x{height} scene; "
+                         f"boxes need at least {MIN_BOX_SIDE} pixels a side")
+    return (x0, y0, x1, y1)
+
+
+def split_box(box: Box, tile_size: int, max_tiles: int, rows: int | None = None,
+              cols: int | None = None) -> list[tuple[int, int, Box]]:
+    """Split `box` into a rows x cols grid of (row, col, tile box), row-major, 1-based.
+
+    Without rows / cols the grid has tiles of about `tile_size` pixels, grown until there are at most
+    `max_tiles`."""
+    width, height = box[2] - box[0], box[3] - box[1]
+    if rows is None or cols is None:
+        size = float(tile_size)
+        while True:
+            rows, cols = max(1, math.ceil(height / size - 0.01)), max(1, math.ceil(width / size - 0.01))
+            if rows * cols <= max_tiles:
+                break
+            size *= 1.25
+    if rows < 1 or cols < 1 or rows * cols > max_tiles:
+        raise ValueError(f"a {rows}x{cols} grid is not allowed: 1 to {max_tiles} tiles")
+    xs = [box[0] + round(width * i / cols) for i in range(cols + 1)]
+    ys = [box[1] + round(height * i / rows) for i in range(rows + 1)]
+    return [(r + 1, c + 1, (xs[c], ys[r], xs[c + 1], ys[r + 1])) for r in range(rows) for c in range(cols)]
 
 
 def _ground_resolution(crs: Any, transform: Any) -> float | None:
@@ -285,5 +329,5 @@ def open_scene(source: SceneSource, bands: Sequence[int] | str | None = None) ->
                 memfile.close()
 
 
-__all__ = ["Scene", "SceneInfo", "Tile", "TileGrid", "TILE_GROUND_M", "TRAIN_GSD_M", "TRAIN_TILE_PX",
-           "open_scene", "tile_side"]
+__all__ = ["Box", "Scene", "SceneInfo", "Tile", "TileGrid", "TILE_GROUND_M", "TRAIN_GSD_M", "TRAIN_TILE_PX",
+           "open_scene", "resolve_box", "split_box", "tile_side"]

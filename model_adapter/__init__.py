@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from model_adapter.base import BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk
-from model_adapter.images import ImageError, load_image
+from imagery import ImageError, load_image
 from settings import Settings
 
 def _hf(settings: Settings) -> ChatBackend:

@@ -9,6 +9,13 @@ event) is answered at once and stops computing; the other rows go on undisturbed
 waits is answered 'cancelled' without ever reaching the model. A full queue raises `BackendBusy` at submission.
 A new batch starts once arrivals pause for `GATHER_S`, so that a burst of callers shares it.
 
+Requests that arrive while a batch runs join it at the next step where there is room (continuous batching by
+recomputation, as vLLM readmits a preempted request): the running `generate()` stops after that step, and the next
+one takes the unfinished rows (their prompt plus the tokens they have so far, prefilled again: a few milliseconds
+on the mini, against a whole answer's wait) together with the newcomers. `model.generate` cannot take new rows
+mid-call; this keeps it as the decode loop for every architecture. Under greedy decoding a row's answer is the
+same with or without joins (tests/model_adapter/test_batching.py).
+
 The model-specific part (processor, generate, decoding a finished row) is the `run_batch` callback of the backend
 (`model_adapter/hf.py`); this module knows only requests, threads and token ids.
 """
@@ -43,6 +50,9 @@ _OPEN: weakref.WeakSet[Scheduler] = weakref.WeakSet()
 # that arrive a few milliseconds apart then share one batch instead of the first running alone.
 GATHER_S = 0.005
 GATHER_MAX_S = 0.05
+# A running batch lets waiting requests join after at least this many steps since it (re)started, so that a stream
+# of arrivals one by one does not prefill the running rows again at every step.
+JOIN_AFTER_STEPS = 4
 
 
 @atexit.register
@@ -66,6 +76,11 @@ class Request:
     answered: bool = False
     detok: Detokenizer | None = None
     prompt_tokens: int = 0
+    joins: int = 0  # times this row was carried into a new generate() so that waiting requests could join
+
+    @property
+    def tokens_left(self) -> int:
+        return self.max_new_tokens - len(self.tokens)
 
     @property
     def max_new_tokens(self) -> int:
@@ -102,15 +117,19 @@ class Request:
 
 
 class Scheduler:
-    """Bounded FIFO of requests and the thread that runs them in batches through `run_batch(requests)`."""
+    """Bounded FIFO of requests and the thread that runs them in batches through `run_batch(requests)`.
+
+    `run_batch` answers every row, except those it stopped early because `room_wanted` said waiting requests could
+    join: the scheduler runs the rows left unanswered again at once, with the newcomers."""
 
     def __init__(self, run_batch: Callable[[list[Request]], None], max_batch: int, max_queue: int,
-                 retry_after: Callable[[], float] = lambda: 1.0, gather_s: float = GATHER_S):
+                 retry_after: Callable[[], float] = lambda: 1.0, gather_s: float = GATHER_S, join: bool = True):
         self.run_batch = run_batch
         self.max_batch = max(1, max_batch)
         self.max_queue = max(0, max_queue)
         self.retry_after = retry_after
         self.gather_s = gather_s
+        self.join = join
         self._pending: deque[Request] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -119,6 +138,7 @@ class Scheduler:
         self.running = 0  # its rows
         self.batches = 0  # batches run so far, and the largest one (for benchmarks and tests)
         self.largest_batch = 0
+        self.joins = 0  # times a running batch stopped so that waiting requests could join it
         _OPEN.add(self)
 
     def submit(self, requests: list[Request]) -> None:
@@ -162,8 +182,20 @@ class Scheduler:
             if len(self._pending) == seen:
                 return
 
-    def _take(self) -> list[Request]:
-        batch: list[Request] = []
+    def room_wanted(self, batch: list[Request]) -> bool:
+        """Whether the running `batch` should stop after this step so that waiting requests join it: there is room
+        and a waiting request could share its settings. Called by `run_batch` (through RowStreamer) every step."""
+        if not self.join or not self._pending:
+            return False
+        alive = [r for r in batch if r.ended is None]
+        if not alive or len(alive) >= self.max_batch:
+            return False
+        group = alive[0].group
+        with self._cond:
+            return any(r.group == group and not r.cancel.is_set() for r in self._pending)
+
+    def _take(self, carried: list[Request]) -> list[Request]:
+        batch: list[Request] = list(carried)
         kept: deque[Request] = deque()
         while self._pending:
             request = self._pending.popleft()
@@ -177,27 +209,35 @@ class Scheduler:
         return batch
 
     def _loop(self) -> None:
+        carried: list[Request] = []
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not carried and not self._pending and not self._closed:
                     self._cond.wait()
-                self._gather()
+                if not carried:
+                    self._gather()
                 if self._closed:
-                    for request in self._pending:
+                    for request in carried + list(self._pending):
                         request.answer(RuntimeError("the backend was closed"))
                     self._pending.clear()
                     return
-                batch = self._take()
+                batch = self._take(carried)
                 self._batch, self.running = batch, len(batch)
-            if batch:
+            if carried:
+                self.joins += 1
+            else:
                 self.batches += 1
-                self.largest_batch = max(self.largest_batch, len(batch))
-                try:
-                    self.run_batch(batch)
-                except BaseException as exc:  # noqa: BLE001 - every waiting caller must hear about it
-                    log.exception("batch of %d failed", len(batch))
-                    for request in batch:
-                        request.answer(exc)
+            self.largest_batch = max(self.largest_batch, len(batch))
+            carried = []
+            try:
+                self.run_batch(batch)
+                carried = [r for r in batch if not r.answered]
+                for request in carried:
+                    request.joins += 1
+            except BaseException as exc:  # noqa: BLE001 - every waiting caller must hear about it
+                log.exception("batch of %d failed", len(batch))
+                for request in batch:
+                    request.answer(exc)
             with self._cond:
                 self._batch, self.running = [], 0
 
@@ -206,18 +246,25 @@ class RowStreamer:
     """`generate(streamer=...)` target: routes each step's (B,) new tokens to their requests.
 
     Decodes streaming rows incrementally and marks rows that ended; `finish(request)` answers an ended row at once.
-    Also a stopping criterion: `generate` stops computing rows whose request ended (per-row, the others go on)."""
+    Also a stopping criterion: `generate` stops computing rows whose request ended (per-row, the others go on), and
+    stops every row once `room_wanted(requests)` says waiting requests could join (`yielded` is then True: the
+    rows not ended go on in the scheduler's next batch)."""
 
-    def __init__(self, requests: list[Request], eos_ids: set[int], finish: Callable[[Request], None]):
+    def __init__(self, requests: list[Request], eos_ids: set[int], finish: Callable[[Request], None],
+                 room_wanted: Callable[[list[Request]], bool] | None = None):
         self.requests = requests
         self.eos_ids = eos_ids
         self.finish = finish
+        self.room_wanted = room_wanted
         self.prompt_seen = False
+        self.steps = 0
+        self.yielded = False
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:  # generate() first hands over the prompt
             self.prompt_seen = True
             return
+        self.steps += 1
         for request, token in zip(self.requests, value.reshape(-1).tolist()):
             if request.ended is not None:
                 continue
@@ -243,4 +290,8 @@ class RowStreamer:
                 request.ended = "cancelled"
                 self.finish(request)
         done = [request.ended is not None for request in self.requests]
+        if (not all(done) and self.room_wanted is not None and self.steps >= JOIN_AFTER_STEPS
+                and self.room_wanted(self.requests)):
+            self.yielded = True
+            done = [True] * len(done)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

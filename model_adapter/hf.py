@@ -200,6 +200,8 @@ class HFBackend(ChatBackend):
         images = [image for r in requests for m in r.messages for image in m.images]
         batch = self.processor(text=[r.prompt for r in requests], images=images or None, return_tensors="pt",
                                padding=True)
+        if any(r.tokens for r in requests):  # rows carried over from a batch that let others join
+            batch = _continued(dict(batch), [r.tokens for r in requests], self.pad_id)
         wanted = self.quirks.model_inputs
         inputs = {
             name: (value.to(self.model.device, self.dtype) if value.is_floating_point() else value.to(self.model.device))
@@ -250,21 +252,24 @@ class HFBackend(ChatBackend):
     def _run_batch(self, requests: list[Request]) -> None:
         inputs = self._inputs(requests)
         for request, count in zip(requests, inputs["attention_mask"].sum(dim=1).tolist()):
-            request.prompt_tokens = int(count)
+            if not request.tokens:  # a carried row keeps the size of its own prompt
+                request.prompt_tokens = int(count)
         gen_kwargs = dict(requests[0].gen_kwargs)
-        gen_kwargs["max_new_tokens"] = max(r.max_new_tokens for r in requests)
+        gen_kwargs["max_new_tokens"] = max(r.tokens_left for r in requests)
         if requests[0].seed is not None:
             torch.manual_seed(requests[0].seed)
-        streamer = RowStreamer(requests, self.eos_ids, self._finish)
+        streamer = RowStreamer(requests, self.eos_ids, self._finish, self.scheduler.room_wanted)
         started = time.perf_counter()
         try:
             self.model.generate(**inputs, **gen_kwargs, streamer=streamer,
                                 stopping_criteria=StoppingCriteriaList([_RowsDone(streamer)]))
         finally:
+            carried = [r for r in requests if streamer.yielded and r.ended is None]
             for request in requests:  # rows generate() ended by itself (its own stopping rules)
-                if not request.answered:
+                if not request.answered and request not in carried:
                     self._finish(request)
-        log.debug("batch of %d: %.2fs", len(requests), time.perf_counter() - started)
+        log.debug("batch of %d: %.2fs%s", len(requests), time.perf_counter() - started,
+                  f", {len(carried)} rows go on with newcomers" if carried else "")
 
     # --- generation (callers) -------------------------------------------------------------------------------------
     def generate(self, messages: list[ChatMessage], params: GenerationParams | None = None) -> Completion:
@@ -305,6 +310,28 @@ class HFBackend(ChatBackend):
 
     def close(self) -> None:
         self.scheduler.close()
+
+
+def _continued(batch: dict[str, Any], tokens: list[list[int]], pad_id: int) -> dict[str, Any]:
+    """A left-padded processor batch with each row's generated `tokens` appended (and padded left again): the
+    prompt of a row that goes on in a new generate(). Per-token tensors other than input_ids / attention_mask
+    (token type ids) get 0 for the new tokens; image tensors are unchanged, since the new tokens are text."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    per_token = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.shape == ids.shape]
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in per_token}
+    for i, new in enumerate(tokens):
+        keep = mask[i].bool()
+        extra = torch.tensor(new, dtype=ids.dtype)
+        for k in per_token:
+            value = batch[k][i][keep]
+            tail = extra if k == "input_ids" else torch.full((len(new),), 1 if k == "attention_mask" else 0,
+                                                                dtype=value.dtype)
+            rows[k].append(torch.cat([value, tail]))
+    width = max(len(r) for r in rows["input_ids"])
+    for k in per_token:
+        fill = pad_id if k == "input_ids" else 0
+        batch[k] = torch.stack([torch.cat([torch.full((width - len(r),), fill, dtype=r.dtype), r]) for r in rows[k]])
+    return batch
 
 
 def set_cpu_threads(threads: int | None) -> None:

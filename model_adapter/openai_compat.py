@@ -28,7 +28,7 @@ import openai
 from PIL import Image
 
 from model_adapter.base import ChatBackend, ChatMessage, Completion, GenerationParams, StreamChunk
-from model_adapter.images import image_bytes
+from imagery import image_bytes
 from settings import DEFAULT_MODEL_DIR, Settings
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import base64
 import logging
 import math
 import threading
@@ -22,18 +21,16 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import anyio
 from PIL import Image
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.chat_model import image_bytes_from_url
-from imagery.header import ImageTooLarge
-from imagery.probe import probe_checked
-from model_adapter import (BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams, ImageError,
-                           load_image)
+from imagery import ImageError, ImageTooLarge, load_image, probe_checked
+from imagery.fetch import URLRefused, fetch_image_bytes
+from model_adapter import BackendBusy, ChatBackend, ChatMessage, Completion, GenerationParams
 from server.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -273,34 +270,20 @@ class ChatServing:
             raise bad_image(str(exc), param) from exc
 
     def image_bytes(self, url: str, param: str) -> bytes:
-        scheme = urlparse(url).scheme
+        """Data URLs (base64); file:// URLs only under allowed_image_dir; http(s) only with allow_remote_images."""
+        allowed = self.config.allowed_image_dir
+        if urlparse(url).scheme == "file" and allowed is None:
+            raise bad_image("file:// image URLs are disabled on this server; send a data URL, or start the server "
+                            "with REMOTEGLM_ALLOWED_IMAGE_DIR / --allowed-image-dir", param)
         try:
-            if scheme == "data":
-                header, _, payload = url.partition(",")
-                if ";base64" not in header:
-                    raise bad_image("image data URLs must be base64 encoded (data:image/png;base64,...)", param)
-                return base64.b64decode(payload, validate=True)
-            if scheme == "file":
-                if self.config.allowed_image_dir is None:
-                    raise bad_image("file:// image URLs are disabled on this server; send a data URL, or start "
-                                    "the server with REMOTEGLM_ALLOWED_IMAGE_DIR / --allowed-image-dir", param)
-                path = Path(unquote(urlparse(url).path)).resolve()
-                # Refuse before looking at the file, so that answers reveal nothing about paths outside.
-                if not path.is_relative_to(self.config.allowed_image_dir.resolve()):
-                    raise bad_image(f"file URLs are only allowed under {self.config.allowed_image_dir}", param)
-                if not path.is_file():
-                    raise bad_image(f"no such image file: {path}", param)
-                return image_bytes_from_url(url, self.config.allowed_image_dir)
-            if scheme in ("http", "https") and self.config.allow_remote_images:
-                return image_bytes_from_url(url)
-        except APIError:
-            raise
+            return fetch_image_bytes(url, allowed, paths=False, remote=self.config.allow_remote_images,
+                                     strict_data=True)
+        except (URLRefused, FileNotFoundError) as exc:  # outside allowed_image_dir: refused before any file access
+            raise bad_image(str(exc), param) from exc
         except binascii.Error as exc:
             raise bad_image(f"the image data URL is not valid base64: {exc}", param) from exc
         except Exception as exc:  # noqa: BLE001 - network and file errors all mean "cannot get this image"
             raise bad_image(f"cannot read the image at {url[:200]}: {exc}", param) from exc
-        raise bad_image(f"unsupported image URL scheme '{scheme or url[:20]}': send a data URL "
-                        "(data:image/jpeg;base64,...)", param)
 
     def check_pixels(self, data: bytes, param: str) -> None:
         """Refuse images over max_input_pixels, or whose width x height x bands x bytes per sample is over that

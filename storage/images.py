@@ -1,6 +1,6 @@
 """Content-addressed image files: each distinct image is stored once as <sha256>.<ext>.
 
-Uploads are normalised first (`model_adapter.images.load_image`: header checked against the pixel and decode
+Uploads are normalised first (`imagery.load_image`: header checked against the pixel and decode
 limits before decoding, any mode -> RGB, pixel cap), so what is stored is exactly what the model saw and nothing is
 stored for a refused file; JPEG and PNG inputs that need no change keep their original bytes (`imagery.probe`
 tells which).
@@ -20,7 +20,7 @@ from PIL import Image
 
 from imagery.geotiff import is_tiff
 from imagery.probe import probe
-from model_adapter.images import ImageSource, image_bytes, load_image
+from imagery import ImageSource, image_bytes, load_image
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from model_adapter.images import ImageSource
+from imagery import ImageSource
 from settings import Settings
 from storage.db import make_engine, make_sessionmaker
 from storage.images import ImageStore

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from model_adapter.images import ImageError
+from imagery import ImageError
 from storage.images import ImageStore
 
 THUMB_PX = 64  # shown at 40 CSS px: sharp on 1.5x screens, ~2 KB each

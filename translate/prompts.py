@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.scenes import GLOSSARY
+from vocabulary.glossary import GLOSSARY
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 _NUMBERED = re.compile(r"^\s*(\d+)\s*[.、:：)）]\s*(.*)$")

@@ -5,7 +5,7 @@
 
 Rules (issue 3): Chinese, non-empty, no leftover English words (single letters such as "R" or "T" are allowed, they
 name shapes), sane length ratio, glossary terms used, numbers and colours preserved. The glossary and the colour and
-number tables come from finetune/scenes.py, derived from the shipped translations; `python -m translate check`
+number tables come from vocabulary/glossary.py, derived from the shipped translations; `python -m translate check`
 runs these rules over a translation file (the shipped ones pass at > 99 %).
 """
 
@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from finetune.scenes import COLOURS, GLOSSARY, NUMBERS, ZH_DIGITS, glossary_variants, unsupported_objects
+from vocabulary.glossary import COLOURS, GLOSSARY, NUMBERS, ZH_DIGITS, glossary_variants
+
+from vocabulary.objects import unsupported_objects
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")

@@ -19,8 +19,8 @@ from urllib.parse import unquote
 
 import anyio
 
+from bot.accounts import Accounts
 from settings import Settings
-from storage import Accounts
 
 
 def private_uploads(settings: Settings) -> Path:

@@ -1,6 +1,6 @@
 """Stored conversations as the web chat shows them: Gradio message-format history and sidebar choices.
 
-Pure functions over `storage` views (no Gradio import), so they are unit-tested directly:
+Pure functions over the conversation service's views (no Gradio import), so they are unit-tested directly:
 
     to_chatbot(service.history(conv_id), "zh")
     # [{"role": "user", "content": [{"path": ".../<sha>.jpg"}, "图中有多少架飞机？"]}, {"role": "assistant", ...}]
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from storage import ConversationView, MessageView
+from bot.service import ConversationView, MessageView
 from ui.i18n import t
 
 ERROR_MARK = "⚠ "

@@ -13,17 +13,53 @@ import shlex
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from bot.landuse_store import classifier_for, export_files, follow_up, load_map, run_analysis, tile_crop
-from bot.service import ConversationService, NotFound, ServiceError, StorageError
-from imagery.errors import ImageError
-from model_adapter.scene_classifier import SceneClassifierError
+from bot.landuse_store import (SceneClassifierError, classifier_for, export_files, follow_up_turn, load_map,
+                               run_analysis, tile_crop)
+from bot.service import ConversationService, ImageError, NotFound, ServiceError, StorageError
+from ui.outputs import outputs
 
 USER_ERRORS = (ImageError, ServiceError, NotFound, StorageError, SceneClassifierError)
 # The question a click asks about a tile: the mini's trained phrasing (a longer one with the tile's row and column
 # got garbled answers from it); the row and column go into the notice.
 TILE_QUESTION = {"zh": "请描述这张遥感图像。", "en": "Describe this remote-sensing image."}
+
+
+class Analysis(NamedTuple):
+    """What `LandUseHandlers.analyze` returns."""
+
+    conversation: str | None  # the conversation the map is stored with (None: nothing stored)
+    overlay: str | None  # path of the stored overlay PNG
+    files: list[str]  # the exports: PNG, GeoJSON, GeoTIFF
+    notice: str  # an error or "cancelled", else ""
+
+
+class MapReply(NamedTuple):
+    """What `LandUseHandlers.ask_map` returns."""
+
+    highlight: Any  # PIL image of the map with the asked class highlighted, or None
+    notice: str
+
+
+class RunOutputs(NamedTuple):
+    chatbot: Any
+    conversation: str | None
+    overlay: str | None
+    files: list[str] | None
+    notice: str
+
+
+class AskOutputs(NamedTuple):
+    chatbot: Any
+    overlay: Any  # the highlight, or gr.skip()
+    notice: str
+
+
+class ClickOutputs(NamedTuple):
+    chatbot: Any
+    notice: str
+
 TEXT = {
     "zh": {
         "panel": "分块分析（大幅影像 / GeoTIFF）", "file": "大幅影像或 GeoTIFF", "gsd": "地面分辨率（米/像素，无地理参考时填写，可空）",
@@ -86,11 +122,11 @@ class LandUseHandlers:
 
     def analyze(self, file: str | None, gsd: Any, conversation_id: str | None, lang: str = "zh",
                 bands: str = "", progress=None, session: str = "local",
-                owner: str | None = None) -> tuple[str | None, str | None, list, str]:
-        """-> (conversation id, overlay path, export files, notice). Errors become the notice; nothing is stored
-        for unreadable input."""
+                owner: str | None = None) -> Analysis:
+        """Analyse an uploaded scene and store its map. Errors become the notice; nothing is stored for unreadable
+        input."""
         if not file:
-            return conversation_id, None, [], tr(lang, "no_file")
+            return Analysis(conversation=conversation_id, overlay=None, files=[], notice=tr(lang, "no_file"))
         created = None
         try:
             gsd_m = parse_gsd(gsd)
@@ -107,29 +143,21 @@ class LandUseHandlers:
             if created:
                 self.service.delete(created)
                 conversation_id = None
-            return conversation_id, None, [], str(exc)
+            return Analysis(conversation=conversation_id, overlay=None, files=[], notice=str(exc))
         files = export_files(stored, self.export_dir / conversation_id)
-        notice = tr(lang, "cancelled") if stored.result.cancelled else ""
-        return conversation_id, str(stored.overlay.path), [str(p) for p in files], notice
+        return Analysis(conversation=conversation_id, overlay=str(stored.overlay.path), files=[str(p) for p in files],
+                        notice=tr(lang, "cancelled") if stored.result.cancelled else "")
 
     def ask_map(self, text: str, conversation_id: str | None, lang: str = "zh",
-                owner: str | None = None) -> tuple[Any, str]:
-        """A where / area question answered from the stored map: stores the turn; -> (highlight image, notice)."""
+                owner: str | None = None) -> MapReply:
+        """A where / area question answered from the stored map: stores the turn and returns the highlight."""
         if not conversation_id or not self._exists(conversation_id, owner) or load_map(self.service.store,
                                                                                conversation_id) is None:
-            return None, tr(lang, "no_map")
-        answer = follow_up(self.service.store, conversation_id, text, lang)
+            return MapReply(highlight=None, notice=tr(lang, "no_map"))
+        answer = follow_up_turn(self.service.store, conversation_id, text, lang)
         if answer is None:
-            return None, tr(lang, "not_map_question")
-        store = self.service.store
-        store.append_message(conversation_id, "user", text.strip())
-        images = []
-        if answer.highlight is not None:
-            from bot.landuse_export import png_bytes
-
-            images = [store.add_image(png_bytes(answer.highlight), original_name=f"highlight-{answer.cls}.png")]
-        store.append_message(conversation_id, "assistant", answer.text, images)
-        return answer.highlight, ""
+            return MapReply(highlight=None, notice=tr(lang, "not_map_question"))
+        return MapReply(highlight=answer.highlight, notice="")
 
     def overlay_of(self, conversation_id: str | None, owner: str | None = None) -> str | None:
         """The stored overlay of a conversation's map (shown again when the conversation is reopened), or None."""
@@ -162,11 +190,7 @@ class LandUseHandlers:
 
     def _exists(self, conversation_id: str, owner: str | None = None) -> bool:
         """Stored and (with a login) this user's; another user's conversation reads as missing."""
-        try:
-            self.service.store.check_owner(conversation_id, owner)
-            return True
-        except NotFound:
-            return False
+        return self.service.exists(conversation_id, owner)
 
 
 def add_landuse_panel(service: ConversationService, chatbot, conversation, lang, bands, refresh) -> None:
@@ -184,13 +208,14 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
         return getattr(request, "username", None) or None
 
     def run(file, gsd, conv, code, band_text, request: gr.Request = None, progress=gr.Progress()):
-        conv, overlay, files, notice = h.analyze(file, gsd, conv, code, band_text, progress, session_of(request),
-                                                 owner_of(request))
-        return refresh(conv, code, request), conv, overlay, files or None, notice
+        done = h.analyze(file, gsd, conv, code, band_text, progress, session_of(request), owner_of(request))
+        return RunOutputs(chatbot=refresh(done.conversation, code, request), conversation=done.conversation,
+                          overlay=done.overlay, files=done.files or None, notice=done.notice)
 
     def ask(text, conv, code, request: gr.Request = None):
-        highlight, notice = h.ask_map(text or "", conv, code, owner_of(request))
-        return refresh(conv, code, request), gr.skip() if highlight is None else highlight, notice
+        reply = h.ask_map(text or "", conv, code, owner_of(request))
+        return AskOutputs(chatbot=refresh(conv, code, request),
+                          overlay=gr.skip() if reply.highlight is None else reply.highlight, notice=reply.notice)
 
     def cancel(request: gr.Request = None) -> None:
         h.cancel(session_of(request))
@@ -198,7 +223,7 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
     def click(conv, code, evt: gr.SelectData, request: gr.Request = None):
         x, y = evt.index
         notice = h.ask_tile(x, y, conv, code, owner_of(request))
-        return refresh(conv, code, request), notice
+        return ClickOutputs(chatbot=refresh(conv, code, request), notice=notice)
 
     def overlay_view(conv, request: gr.Request = None):
         return h.overlay_of(conv, owner_of(request))
@@ -209,7 +234,7 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
         fn.__annotations__["request"] = gr.Request
     click.__annotations__["evt"] = gr.SelectData
 
-    with gr.Accordion(tr(lang0, "panel"), open=False, elem_id="landuse-panel"):
+    with gr.Accordion(tr(lang0, "panel"), open=False, elem_id="landuse-panel") as panel:
         with gr.Row():
             upload = gr.File(label=tr(lang0, "file"), file_types=[".tif", ".tiff", ".png", ".jpg", ".jpeg"],
                              elem_id="landuse-file")
@@ -224,12 +249,24 @@ def add_landuse_panel(service: ConversationService, chatbot, conversation, lang,
             ask_btn = gr.Button(tr(lang0, "ask_btn"), size="sm", elem_id="landuse-ask-btn")
         files = gr.File(label=tr(lang0, "files"), file_count="multiple", interactive=False, elem_id="landuse-files")
 
-    run_btn.click(run, [upload, gsd, conversation, lang, bands], [chatbot, conversation, overlay, files, notice],
-                  api_name="landuse", concurrency_id="generate", concurrency_limit=1)
+    # The language switch relabels the panel too (beside the web chat's own listener on the same radio).
+    relabel = [(panel, "label", "panel"), (upload, "label", "file"), (gsd, "label", "gsd"), (run_btn, "value", "run"),
+               (cancel_btn, "value", "cancel"), (overlay, "label", "overlay"), (question, "placeholder", "ask"),
+               (ask_btn, "value", "ask_btn"), (files, "label", "files")]
+
+    def switch_language(code: str) -> list[Any]:
+        return [gr.update(**{prop: tr(code, key)}) for _, prop, key in relabel]
+
+    lang.change(switch_language, [lang], [component for component, _, _ in relabel], api_visibility="private")
+    run_btn.click(run, [upload, gsd, conversation, lang, bands],
+                  outputs(RunOutputs, chatbot=chatbot, conversation=conversation, overlay=overlay, files=files,
+                          notice=notice), api_name="landuse", concurrency_id="generate", concurrency_limit=1)
     cancel_btn.click(cancel, None, None, queue=False, api_visibility="private")
     for trigger in (ask_btn.click, question.submit):
-        trigger(ask, [question, conversation, lang], [chatbot, overlay, notice], api_visibility="private")
-    overlay.select(click, [conversation, lang], [chatbot, notice], api_visibility="private",
+        trigger(ask, [question, conversation, lang],
+                outputs(AskOutputs, chatbot=chatbot, overlay=overlay, notice=notice), api_visibility="private")
+    overlay.select(click, [conversation, lang], outputs(ClickOutputs, chatbot=chatbot, notice=notice),
+                   api_visibility="private",
                    concurrency_id="generate", concurrency_limit=1)
     # Opening another conversation (sidebar, new, delete) shows its stored map, or none, without recomputing.
     conversation.change(overlay_view, [conversation], overlay, api_visibility="private", queue=False)
@@ -298,21 +335,14 @@ def map_answer_command(chat, question: str) -> bool:
     conv = chat.state.conversation_id
     if conv is None or chat.state.image is not None:
         return False
-    answer = follow_up(chat.service.store, conv, question, chat.state.lang)
+    answer = follow_up_turn(chat.service.store, conv, question, chat.state.lang)
     if answer is None:
         return False
-    store = chat.service.store
-    store.append_message(conv, "user", question.strip())
-    images = []
     text = answer.text
     if answer.highlight is not None:
-        from bot.landuse_export import png_bytes
-
-        images = [store.add_image(png_bytes(answer.highlight), original_name=f"highlight-{answer.cls}.png")]
         path = Path.cwd() / f"landuse-{conv[:8]}-{answer.cls}.png"
         answer.highlight.save(path)
         text += f"\n{path}"
-    store.append_message(conv, "assistant", answer.text, images)
     chat.say(f"{chat_label(chat.state.lang)}{text}")
     return True
 

@@ -24,15 +24,15 @@ from typing import Any
 
 import gradio as gr
 
-from bot.service import ConversationService, NotFound, ServiceError, StorageError, TurnEvent
-from model_adapter.images import ImageError
+from bot.accounts import Accounts
+from bot.service import ConversationService, ImageError, NotFound, ServiceError, StorageError, TurnEvent
 from settings import ORIGINAL_GENERATION_DEFAULTS, REPO_ROOT, Settings
-from storage import Accounts
 from ui.access import PrivateFiles, login_check
 from ui.chat_view import (conversation_choices, error_bubble, example_files, export_filename, queued_bubble,
                           thinking_bubble, to_chatbot)
 from ui.i18n import DEFAULT_LANG, EXAMPLE_QUESTIONS, LANGS, t
 from ui.landuse import add_landuse_panel
+from ui.outputs import AfterTurnOutputs, ChatOutputs, EditOutputs, OpenOutputs, QueueOutputs, outputs
 from ui.panes import IMAGE_PANE_CSS, IMAGE_PANE_JS, SIDEBAR_CSS, image_pane_html, thumbnail_css
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,6 @@ class UploadError(ValueError):
 
 
 USER_ERRORS = (ServiceError, ImageError, NotFound, UploadError, StorageError)
-ChatOutputs = tuple[Any, Any, str | None, bool, Any, Any]  # chatbot, textbox, conversation, editing, sidebar, id box
 
 
 def _session(request: gr.Request | None) -> str:
@@ -173,7 +172,7 @@ class ChatHandlers:
             self._queries[session] = (query or "").strip()
         return self.sidebar(lang, selected, session=session, owner=_owner(request))
 
-    def open(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple:
+    def open(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> OpenOutputs:
         """Show a stored conversation exactly as stored (images included) and its generation settings."""
         if not conversation_id:
             return self.new(lang, request)
@@ -183,13 +182,17 @@ class ChatHandlers:
         except NotFound:
             return self.new(lang, request)
         temperature, top_p, max_new = self.generation_of(conversation_id, owner)
-        return (self._chat(view, lang, owner), view.id, False, view.title, temperature, top_p, max_new,
-                gr.update(visible=False), self.sidebar(lang, view.id, session=_session(request), owner=owner), view.id)
+        return OpenOutputs(chatbot=self._chat(view, lang, owner), conversation=view.id, editing=False, title=view.title,
+                           temperature=temperature, top_p=top_p, max_new_tokens=max_new,
+                           confirm=gr.update(visible=False),
+                           sidebar=self.sidebar(lang, view.id, session=_session(request), owner=owner), id_box=view.id)
 
-    def new(self, lang: str, request: gr.Request = None) -> tuple:
+    def new(self, lang: str, request: gr.Request = None) -> OpenOutputs:
         temperature, top_p, max_new = self.generation_of(None)
-        return ([], None, False, "", temperature, top_p, max_new, gr.update(visible=False),
-                self.sidebar(lang, None, session=_session(request), owner=_owner(request)), "")
+        return OpenOutputs(chatbot=[], conversation=None, editing=False, title="", temperature=temperature,
+                           top_p=top_p, max_new_tokens=max_new, confirm=gr.update(visible=False),
+                           sidebar=self.sidebar(lang, None, session=_session(request), owner=_owner(request)),
+                           id_box="")
 
     def rename(self, conversation_id: str | None, title: str, lang: str, request: gr.Request = None) -> dict[str, Any]:
         if conversation_id and title.strip():
@@ -205,7 +208,7 @@ class ChatHandlers:
     def cancel_delete(self) -> dict[str, Any]:
         return gr.update(visible=False)
 
-    def delete(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple:
+    def delete(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> OpenOutputs:
         if conversation_id:
             try:
                 self.service.delete(conversation_id, owner=_owner(request))
@@ -224,18 +227,18 @@ class ChatHandlers:
         return gr.update(value=str(path), visible=True)
 
     # --- turns ----------------------------------------------------------------------------------------------------
-    def enqueue(self, message: dict[str, Any] | None, lang: str, request: gr.Request = None) -> tuple[Any, str]:
+    def enqueue(self, message: dict[str, Any] | None, lang: str, request: gr.Request = None) -> QueueOutputs:
         """Enter pressed (runs at once, before the queued `submit`): take the question out of the box into this
         tab's queue and, if an answer is still streaming, show it as queued; `submit` answers it when its turn
         comes. (Gradio reads the box for `submit` after this emptied it, so the queue is what carries it.)"""
         message = {"text": (message or {}).get("text") or "", "files": list((message or {}).get("files") or [])}
         if not message["text"].strip() and not message["files"]:
-            return gr.skip(), ""
+            return QueueOutputs(textbox=gr.skip(), notice="")
         session = _session(request)
         with self._lock:
             busy = session in self._cancels or bool(self._pending.get(session))
             self._pending.setdefault(session, []).append(message)
-        return EMPTY_INPUT, t(lang, "queued") if busy else ""
+        return QueueOutputs(textbox=EMPTY_INPUT, notice=t(lang, "queued") if busy else "")
 
     def submit(
         self, message: dict[str, Any] | None, conversation_id: str | None, editing: bool, lang: str,
@@ -278,22 +281,26 @@ class ChatHandlers:
             for history in self._stream(conversation_id, turn, lang, session, owner):
                 sidebar = (self.sidebar(lang, conversation_id, select=bool(created), session=session, owner=owner)
                            if first else gr.skip())
-                yield history, EMPTY_INPUT if first else gr.skip(), conversation_id, False, sidebar, conversation_id
+                yield ChatOutputs(chatbot=history, textbox=EMPTY_INPUT if first else gr.skip(),
+                                  conversation=conversation_id, editing=False, sidebar=sidebar, id_box=conversation_id)
                 first = False
             # the last update carries everything, so API clients' final result is the whole stored conversation
-            yield (history, gr.skip(), conversation_id, False,
-                   self.sidebar(lang, conversation_id, select=False, session=session, owner=owner), conversation_id)
+            yield ChatOutputs(chatbot=history, textbox=gr.skip(), conversation=conversation_id, editing=False,
+                              sidebar=self.sidebar(lang, conversation_id, select=False, session=session, owner=owner),
+                              id_box=conversation_id)
         except USER_ERRORS as exc:
             if created and not self.service.history(created).messages:
                 self.service.delete(created)  # an unusable first turn leaves no empty conversation behind
                 conversation_id = None
             # the question goes back into the box so the user can fix it
-            yield (self._with_error(conversation_id, str(exc), lang, session, owner), {"text": text, "files": files},
-                   conversation_id, editing, gr.skip(), conversation_id or "")
+            yield ChatOutputs(chatbot=self._with_error(conversation_id, str(exc), lang, session, owner),
+                              textbox={"text": text, "files": files}, conversation=conversation_id, editing=editing,
+                              sidebar=gr.skip(), id_box=conversation_id or "")
         except Exception:  # noqa: BLE001 - the user gets a message, the log gets the traceback
             log.exception("web chat turn failed")
-            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang, session, owner),
-                   {"text": text, "files": files}, conversation_id, editing, gr.skip(), conversation_id or "")
+            error = self._with_error(conversation_id, t(lang, "internal_error"), lang, session, owner)
+            yield ChatOutputs(chatbot=error, textbox={"text": text, "files": files}, conversation=conversation_id,
+                              editing=editing, sidebar=gr.skip(), id_box=conversation_id or "")
 
     def regenerate(
         self, conversation_id: str | None, lang: str, temperature: float, top_p: float, max_new_tokens: float,
@@ -309,33 +316,36 @@ class ChatHandlers:
             history = None
             for history in self._stream(conversation_id, lambda cancel: self.service.regenerate(
                     conversation_id, cancel=cancel, owner=owner), lang, _session(request), owner):
-                yield history, gr.skip(), conversation_id, False, gr.skip(), gr.skip()
-            yield (history, gr.skip(), conversation_id, False,
-                   self.sidebar(lang, conversation_id, select=False, session=_session(request), owner=owner),
-                   conversation_id)
+                yield ChatOutputs(chatbot=history, textbox=gr.skip(), conversation=conversation_id, editing=False,
+                                  sidebar=gr.skip(), id_box=gr.skip())
+            yield ChatOutputs(chatbot=history, textbox=gr.skip(), conversation=conversation_id, editing=False,
+                              sidebar=self.sidebar(lang, conversation_id, select=False, session=_session(request),
+                                                   owner=owner),
+                              id_box=conversation_id)
         except USER_ERRORS as exc:
-            yield (self._with_error(conversation_id, str(exc), lang, owner=owner), gr.skip(), conversation_id, False,
-                   gr.skip(), gr.skip())
+            yield ChatOutputs(chatbot=self._with_error(conversation_id, str(exc), lang, owner=owner), textbox=gr.skip(),
+                              conversation=conversation_id, editing=False, sidebar=gr.skip(), id_box=gr.skip())
         except Exception:  # noqa: BLE001
             log.exception("regenerate failed")
-            yield (self._with_error(conversation_id, t(lang, "internal_error"), lang, owner=owner), gr.skip(),
-                   conversation_id,
-                   False, gr.skip(), gr.skip())
+            yield ChatOutputs(chatbot=self._with_error(conversation_id, t(lang, "internal_error"), lang, owner=owner),
+                              textbox=gr.skip(), conversation=conversation_id, editing=False, sidebar=gr.skip(),
+                              id_box=gr.skip())
 
-    def start_edit(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> tuple[Any, bool, str]:
+    def start_edit(self, conversation_id: str | None, lang: str, request: gr.Request = None) -> EditOutputs:
         """Put the last question into the input box; the next submit replaces it and answers anew."""
         owner = _owner(request)
         if conversation_id and self._exists(conversation_id, owner):
             users = [m for m in self.service.history(conversation_id, owner).messages if m.role == "user"]
             if users:
-                return {"text": users[-1].text, "files": []}, True, t(lang, "editing")
-        return gr.skip(), False, t(lang, "no_conversation")
+                return EditOutputs(textbox={"text": users[-1].text, "files": []}, editing=True,
+                                   notice=t(lang, "editing"))
+        return EditOutputs(textbox=gr.skip(), editing=False, notice=t(lang, "no_conversation"))
 
-    def after_turn(self, conversation_id: str | None, request: gr.Request = None) -> tuple[str, Any]:
+    def after_turn(self, conversation_id: str | None, request: gr.Request = None) -> AfterTurnOutputs:
         """Clear the editing notice; show the (possibly new) conversation's title in the rename box."""
         if not self._exists(conversation_id, _owner(request)):
-            return "", gr.skip()
-        return "", self.service.history(conversation_id, _owner(request)).title
+            return AfterTurnOutputs(notice="", title=gr.skip())
+        return AfterTurnOutputs(notice="", title=self.service.history(conversation_id, _owner(request)).title)
 
     def stop(self, request: gr.Request = None) -> None:
         """Stop this browser session's running answer; the service keeps the partial text as 'interrupted'."""
@@ -424,11 +434,7 @@ class ChatHandlers:
         """The conversation is stored and (with a login) this user's: another user's reads as missing."""
         if not conversation_id:
             return False
-        try:
-            self.service.store.check_owner(conversation_id, owner)
-            return True
-        except NotFound:
-            return False
+        return self.service.exists(conversation_id, owner)
 
     def _with_error(self, conversation_id: str | None, text: str, lang: str,
                     session: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
@@ -524,17 +530,19 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
                 gr.HTML(IMAGE_PANE, js_on_load=IMAGE_PANE_JS, elem_id="image-pane", apply_default_css=False)
 
         # --- events ---------------------------------------------------------------------------------------------------
-        chat_outputs = [chatbot, textbox, conversation, editing, conversations, id_box]
+        chat_outputs = outputs(ChatOutputs, chatbot=chatbot, textbox=textbox, conversation=conversation,
+                               editing=editing, sidebar=conversations, id_box=id_box)
         gen_inputs = [temperature, top_p, max_new]
         # Enter while an answer streams: `enqueue` empties the box at once and shows the question as queued, and
         # trigger_mode="multiple" makes Gradio queue its `submit` to run next (the default "once" dropped it).
-        textbox.submit(h.enqueue, [textbox, lang], [textbox, notice], queue=False, trigger_mode="multiple",
-                       api_visibility="private")
+        textbox.submit(h.enqueue, [textbox, lang], outputs(QueueOutputs, textbox=textbox, notice=notice), queue=False,
+                       trigger_mode="multiple", api_visibility="private")
         submit_event = textbox.submit(
             h.submit, [textbox, conversation, editing, lang, *gen_inputs, bands], chat_outputs, api_name="chat",
             concurrency_limit=concurrency, concurrency_id="generate", show_progress="hidden", trigger_mode="multiple",
         )
-        submit_event.then(h.after_turn, [conversation], [notice, rename_box], queue=False, api_visibility="private")
+        submit_event.then(h.after_turn, [conversation], outputs(AfterTurnOutputs, notice=notice, title=rename_box),
+                          queue=False, api_visibility="private")
         submit_event.then(h.thumbnails, None, thumbs, queue=False, api_visibility="private", show_progress="hidden")
         regen_event = regen_btn.click(
             h.regenerate, [conversation, lang, *gen_inputs], chat_outputs, api_name="regenerate",
@@ -545,9 +553,12 @@ def build_demo(service: ConversationService, settings: Settings) -> gr.Blocks:
             h.refresh, [conversation, lang], chatbot, api_visibility="private")
         textbox.stop(h.stop, None, None, queue=False, cancels=running, api_visibility="private").then(
             h.refresh, [conversation, lang], chatbot, api_visibility="private")
-        edit_btn.click(h.start_edit, [conversation, lang], [textbox, editing, notice], api_name="edit_last")
+        edit_btn.click(h.start_edit, [conversation, lang],
+                       outputs(EditOutputs, textbox=textbox, editing=editing, notice=notice), api_name="edit_last")
 
-        open_outputs = [chatbot, conversation, editing, rename_box, *gen_inputs, confirm, conversations, id_box]
+        open_outputs = outputs(OpenOutputs, chatbot=chatbot, conversation=conversation, editing=editing,
+                               title=rename_box, temperature=temperature, top_p=top_p, max_new_tokens=max_new,
+                               confirm=confirm, sidebar=conversations, id_box=id_box)
         search_box.input(h.search, [search_box, lang, conversation], conversations, api_name="search",
                          trigger_mode="always_last", show_progress="hidden")
         conversations.input(h.open, [conversations, lang], open_outputs, api_name="open")

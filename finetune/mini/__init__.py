@@ -7,9 +7,10 @@
 - `vision`: stage 1, the ResNet encoder + scene heads (and its standalone sweep);
 - `features`: stage 2, the frozen encoder's features of every train / val image;
 - `tokenizer`: the byte-level BPE trained on the conversation corpus;
-- `decoder`: stage 3, conversations -> tokens, the decoder's training loop and export;
+- `decoder`: stage 3, conversations -> tokens, the decoder's training loop;
+- `export`: stage 4, the model directory (model, processor, history, curve, card);
 - `card`: the model card and training curve;
-- `checkpoint`: the atomic checkpoint write every stage resumes from;
+- `checkpoint`: the atomic checkpoint write + history log every stage resumes from;
 - `pipeline`: `run(cfg)` calls the stages in order, and the command line.
 
 The runtime model itself lives in `model_adapter/mini/` (this package only trains it).

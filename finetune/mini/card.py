@@ -95,6 +95,15 @@ def _asdict(cfg) -> dict:
     return asdict(cfg)
 
 
+def _flag(name: str, value) -> str:
+    """One flag as `python -m finetune.mini` parses it (settings.add_flags): bools as --x / --no-x, tuples as a,b."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    if isinstance(value, (tuple, list)):
+        return f"--{name} {','.join(map(str, value))}"
+    return f"--{name} {value}"
+
+
 def training_command(cfg: dict) -> str:
     """The command that made this model: the default one, or the warm start's flags that differ from it."""
     cmd = "python -m finetune.mini --data-root ../shared/data --out checkpoints/remoteglm-mini"
@@ -104,7 +113,7 @@ def training_command(cfg: dict) -> str:
     from finetune.mini.config import DecoderTrainConfig
 
     flags = [f"--vision-from {cfg['vision_from']}"] if cfg.get("vision_from") else []
-    flags += [f"--decoder.{k.replace('_', '-')} {v}" for k, v in dec.items()
+    flags += [_flag(f"decoder.{k.replace('_', '-')}", v) for k, v in dec.items()
               if k in DecoderTrainConfig.__dataclass_fields__ and v != getattr(DecoderTrainConfig(), k)]
     return cmd + " --work runs/mini-warm \\\n    " + " ".join(flags)
 

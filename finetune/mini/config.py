@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.mini.vision_config import VisionTrainConfig
+from vocabulary.datasets import data_root
 
 REPO = Path(__file__).resolve().parents[2]
 SCENE_HEADS = ("ucm", "rsicd")
@@ -37,7 +38,7 @@ class DecoderTrainConfig:
                         "no_image=0.03,language=0.04,*=0.24")
     """Share of the draws per task (a task's `_en` / `_zh` variants together; `*` = every task not named, split
     evenly by conversation); "" = every conversation weighs the same (v1). NOTE: v2 adds ~20 question intents
-    (finetune/intents.py) whose 170 k conversations would otherwise crowd out the captions; the describe share
+    (finetune/data/intents.py) whose 170 k conversations would otherwise crowd out the captions; the describe share
     keeps the caption quality of v1 (whose describe share was ~0.44 by count)."""
     ucm_weight: float = 3.0
     """Sampling weight of UCM conversations relative to RSICD / Sydney ones within a task (UCM is the benchmark)."""
@@ -79,7 +80,7 @@ class DecoderTrainConfig:
 class MiniTrainConfig:
     """Everything the one training command takes; CLI flags have the same names."""
 
-    data_root: Path = REPO.parent / "shared" / "data"
+    data_root: Path = field(default_factory=data_root)
     """Folder with ucm/, rsicd/, sydney/, zh/ (see ../shared/data/README.md)."""
     out: Path = REPO / "checkpoints" / "remoteglm-mini"
     """Where the final model, processor, card and curve are written."""

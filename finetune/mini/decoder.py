@@ -1,15 +1,14 @@
-"""Stage 3-4 of RemoteGLM-mini training: the decoder + projector on conversations, then the export.
+"""Stage 3 of RemoteGLM-mini training: the decoder + projector on conversations (the export is `finetune.mini.export`).
 
 Boundary: gets the image cache and the trained `VisionEncoder` from `finetune.mini.pipeline`, features from
-`finetune.mini.features`, the conversation JSONL from `finetune.data`; writes the HF model directory (safetensors +
-config + processor) and the card (`finetune.mini.card`). Conversations are tokenised segment by segment exactly as
+`finetune.mini.features`, the conversation JSONL from `finetune.data`; hands the trained model and tokenizer to
+`finetune.mini.export`. Conversations are tokenised segment by segment exactly as
 the chat template renders them (a test checks this), with loss on the assistant turns only. Conversations without
 an image (the v2 upload requests) train the decoder alone; an image may arrive in a later user turn.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -19,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from finetune.mini.checkpoint import save_atomic
+from finetune.mini.checkpoint import log_and_save, resume
 from finetune.mini.config import vision_config
-from finetune.mini.features import gate_features, stage_features
 from finetune.mini.images import ImageSet
 from model_adapter.mini.processing_remoteglm_mini import IMAGE_TOKEN
 
@@ -162,16 +160,11 @@ def load_conversations(cfg) -> dict[str, list[dict]]:
     return {s: read_jsonl(data_dir / f"{s}.jsonl") for s in ("train", "val")}
 
 
-def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: dict) -> Path:
-    from finetune.mini.card import write_card_and_curve
+def stage_decoder(cfg, sets: dict[str, ImageSet], encoder, feats: dict, history: dict):
+    """Stage 3: tokenizer (trained, cached, or the start model's), then projector + decoder on the conversations;
+    resumable from work/decoder.pt. Returns (model in eval mode, tokenizer)."""
     from finetune.mini.tokenizer import conversation_texts, train_tokenizer, wrap_tokenizer
-    from model_adapter.mini import RemoteGLMMiniImageProcessor, RemoteGLMMiniProcessor
 
-    secs = history.setdefault("seconds", {})
-    t0 = time.time()
-    feats = stage_features(sets, encoder, cfg.work / "features.pt")
-    feats = gate_features(feats, sets, encoder, cfg.work / "source_probs.pt")
-    secs.setdefault("features", feats.get("seconds", time.time() - t0))  # the compute time, also from a cache
     conv = load_conversations(cfg)
     tok_dir = cfg.work / "tokenizer"
     init = Path(cfg.decoder.init_from) if cfg.decoder.init_from else None
@@ -202,16 +195,7 @@ def stage_decoder_and_export(cfg, sets: dict[str, ImageSet], encoder, history: d
     train_feats = label_forced(feats, sets, model.config.scene_heads) if cfg.decoder.scene_token_labels else feats
     train_decoder(cfg, model, train, val, feats, history, train_feats)
     model.eval()
-    out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
-    model.generation_config.update(do_sample=False, max_new_tokens=96, eos_token_id=tokenizer.eos_token_id,
-                                   pad_token_id=tokenizer.pad_token_id, repetition_penalty=1.0)
-    model.save_pretrained(out)
-    processor = RemoteGLMMiniProcessor(RemoteGLMMiniImageProcessor(), tokenizer, num_image_tokens=n_img)
-    processor.save_pretrained(out)
-    (out / "training_history.json").write_text(json.dumps(history, indent=1))
-    write_card_and_curve(out, cfg, history)
-    return out
+    return model, tokenizer
 
 
 def load_decoder_weights(model, model_dir: Path) -> None:
@@ -301,14 +285,11 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
     opt = torch.optim.AdamW(params, lr=d.lr, weight_decay=d.weight_decay, betas=(0.9, 0.98))
     ckpt_path = cfg.work / "decoder.pt"
     start = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt = resume(ckpt_path, history, "decoder")
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         start = ckpt["step"]
-        history["decoder"] = ckpt["history"]
-        history["seconds"] = ckpt["seconds"]
-    secs = history.setdefault("seconds", {})
     weights = sampling_weights(train, d.task_shares, d.ucm_weight)
     focus_weights = weights * torch.tensor([1.0 if it[3] == "ucm" else d.focus_other_weight for it in train.items])
     total = d.steps + d.focus_steps
@@ -352,12 +333,8 @@ def train_decoder(cfg, model, train: ConversationSet, val: ConversationSet, feat
             stats = {"step": step + 1, "train_loss": run_loss / run_n,
                      **validate(model, val, phase_feats, d.batch_size)}
             run_loss, run_n = 0.0, 0
-            history.setdefault("decoder", []).append(stats)
-            secs["decoder"] = secs.get("decoder", 0.0) + time.time() - t_prev
-            t_prev = time.time()
-            bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}))
-            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
-                         "history": history["decoder"], "seconds": secs}, ckpt_path)
+            t_prev = log_and_save(history, "decoder", stats, t_prev, {"model": model.state_dict(),
+                                  "optimizer": opt.state_dict(), "step": step + 1}, ckpt_path, bar)
             model.train()
             model.model.vision.eval()
     bar.close()

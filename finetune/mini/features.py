@@ -100,3 +100,14 @@ def gate_features(feats: dict, sets: dict[str, ImageSet], encoder, path: Path) -
     return {**feats, "probs": encoder.gate(feats["probs"], source), "source": source}
 
 
+
+
+def stage_decoder_features(cfg, sets: dict[str, ImageSet], encoder, history: dict) -> dict:
+    """Stage 2: the frozen encoder's features of every training / validation image (cached in work/features.pt),
+    source-gated when the encoder has a source net; the compute time is logged, also when read from the cache."""
+    secs = history.setdefault("seconds", {})
+    t0 = time.time()
+    feats = stage_features(sets, encoder, cfg.work / "features.pt")
+    feats = gate_features(feats, sets, encoder, cfg.work / "source_probs.pt")
+    secs.setdefault("features", feats.get("seconds", time.time() - t0))
+    return feats

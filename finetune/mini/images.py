@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from finetune.scenes import SCENES, scene_of
+from vocabulary.datasets import data_root
+from vocabulary.scenes import SCENES, scene_of
 
-# Class order = the order of finetune.scenes (UCM alphabetical, RSICD alphabetical); -1 = no class known.
+# Class order = the order of vocabulary.scenes (UCM alphabetical, RSICD alphabetical); -1 = no class known.
 DATASET_CLASSES = {name: list(table) for name, table in SCENES.items()}
 # Which split field to use: RSICD numbers comparable with papers use the Karpathy split.
 SPLIT_FIELD = {"ucm": "split", "rsicd": "split_karpathy_partial", "sydney": "split"}
@@ -75,12 +76,21 @@ def load_or_build_cache(data_root: Path, cache_path: Path, size: int, datasets: 
     return sets
 
 
+@dataclass
+class CacheConfig:
+    """Flags of the standalone cache build."""
+
+    data_root: Path = field(default_factory=data_root)
+    out: Path = Path("runs/mini-cache.pt")
+    size: int = 128
+
+
 def main() -> None:
+    from settings import add_flags, config_from_flags
+
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--out", type=Path, default=Path("runs/mini-cache.pt"))
-    ap.add_argument("--size", type=int, default=128)
-    args = ap.parse_args()
+    add_flags(ap, CacheConfig, env_prefix="")
+    args = config_from_flags(ap.parse_args(), CacheConfig, env_prefix="")
     sets = load_or_build_cache(args.data_root, args.out, args.size, ("ucm", "rsicd", "sydney"))
     for name, s in sets.items():
         print(name, tuple(s.images.shape), {sp: int((np.array(s.splits) == sp).sum()) for sp in set(s.splits)})

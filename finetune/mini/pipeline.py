@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from finetune.mini.config import MiniTrainConfig
+from settings import add_flags, config_from_flags
 
 
 def load_images(cfg: MiniTrainConfig) -> dict:
@@ -39,7 +39,9 @@ def run(cfg: MiniTrainConfig) -> Path:
     """The whole pipeline; returns the output model directory."""
     import torch
 
-    from finetune.mini.decoder import stage_decoder_and_export
+    from finetune.mini.decoder import stage_decoder
+    from finetune.mini.export import stage_export
+    from finetune.mini.features import stage_decoder_features
     from finetune.mini.vision import stage_source, stage_vision
 
     torch.manual_seed(cfg.seed)
@@ -51,37 +53,20 @@ def run(cfg: MiniTrainConfig) -> Path:
     history.setdefault("seconds", {})["images"] = time.time() - t0
     encoder = stage_vision(cfg, sets, history)
     stage_source(cfg, sets, encoder, history)
-    return stage_decoder_and_export(cfg, sets, encoder, history)
+    feats = stage_decoder_features(cfg, sets, encoder, history)
+    model, tokenizer = stage_decoder(cfg, sets, encoder, feats, history)
+    return stage_export(cfg, model, tokenizer, history)
 
 
-def _add_dataclass_args(ap: argparse.ArgumentParser, dc, prefix: str = "") -> None:
-    for f in fields(dc):
-        val = getattr(dc, f.name)
-        if hasattr(val, "__dataclass_fields__"):
-            _add_dataclass_args(ap, val, prefix=f"{f.name}.")
-            continue
-        flag = "--" + (prefix + f.name).replace("_", "-")
-        if isinstance(val, bool):
-            ap.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=val)
-        elif isinstance(val, tuple):
-            ap.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",")), default=val)
-        else:
-            ap.add_argument(flag, type=type(val), default=val)
+ENV_PREFIX = "REMOTEGLM_MINI_"
 
 
 def parse_config(argv: list[str] | None = None) -> MiniTrainConfig:
-    cfg = MiniTrainConfig()
+    """The config from the command line (`--seed`, `--vision.epochs`, ...), then `REMOTEGLM_MINI_*`, then defaults."""
     ap = argparse.ArgumentParser(prog="python -m finetune.mini", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_dataclass_args(ap, cfg)
-    ns = vars(ap.parse_args(argv))
-    for key, val in ns.items():
-        target, name = cfg, key
-        if "." in key:
-            sub, name = key.split(".", 1)
-            target = getattr(cfg, sub)
-        setattr(target, name, val)
-    return cfg
+    add_flags(ap, MiniTrainConfig, env_prefix=ENV_PREFIX)
+    return config_from_flags(ap.parse_args(argv), MiniTrainConfig, env_prefix=ENV_PREFIX)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,14 +13,14 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from finetune.mini.checkpoint import save_atomic
+from finetune.mini.checkpoint import log_and_save, resume, save_atomic
 from finetune.mini.config import SCENE_HEADS, MiniTrainConfig, vision_config
 from finetune.mini.images import DATASET_CLASSES, ImageSet
 from finetune.mini.vision_config import VisionTrainConfig
@@ -170,12 +170,10 @@ def stage_vision(cfg: MiniTrainConfig, sets: dict[str, ImageSet], history: dict)
         load_vision_weights(encoder, Path(cfg.vision_from))
         history["vision_from"] = str(cfg.vision_from)
         return encoder.eval()
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt = resume(ckpt_path, history, "vision")
+    if ckpt is not None:
         encoder.load_state_dict(ckpt["encoder"], strict=False)  # the source net is trained by stage_source
         start, opt_state = ckpt["epoch"], ckpt["optimizer"]
-        history["vision"] = ckpt["history"]
-        history["seconds"] = ckpt.get("seconds", {})
     if start >= cfg.vision.epochs:
         return encoder.eval()
     heads = {k: len(DATASET_CLASSES[k]) for k in SCENE_HEADS}
@@ -193,13 +191,8 @@ def stage_vision(cfg: MiniTrainConfig, sets: dict[str, ImageSet], history: dict)
         nonlocal t_prev
         if len(val_idx):
             stats["val_acc"] = evaluate_accuracy(encoder, ucm.images[val_idx], ucm.labels[val_idx], sl, tta=False)
-        history.setdefault("vision", []).append(stats)
-        secs = history.setdefault("seconds", {})
-        secs["vision"] = secs.get("vision", 0.0) + time.time() - t_prev
-        t_prev = time.time()
-        bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}))
-        save_atomic({"encoder": encoder.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                     "history": history["vision"], "seconds": secs}, ckpt_path)
+        t_prev = log_and_save(history, "vision", stats, t_prev, {"encoder": encoder.state_dict(),
+                              "optimizer": opt.state_dict(), "epoch": epoch + 1}, ckpt_path, bar)
 
     train_vision(encoder, sets, heads, cfg.vision, "cpu", on_epoch, start, opt_state, bar)
     bar.close()
@@ -279,8 +272,6 @@ def stage_source(cfg: MiniTrainConfig, sets: dict[str, ImageSet], encoder, histo
 
 def main() -> None:
     """Sweep entry point: train one configuration and print UCM val/test accuracy as JSON lines."""
-    from types import SimpleNamespace
-
     from model_adapter.mini.vision_remoteglm_mini import VisionEncoder
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -298,10 +289,10 @@ def main() -> None:
     blob = torch.load(args.cache, weights_only=False)
     sets = {k: ImageSet(**v) for k, v in blob["sets"].items()}
     heads = {"ucm": len(DATASET_CLASSES["ucm"]), "rsicd": len(DATASET_CLASSES["rsicd"])}
-    mc = SimpleNamespace(vision_grid=4, vision_widths=[int(w) for w in args.widths.split(",")],
-                             vision_depths=[int(d) for d in args.depths.split(",")],
-                             scene_heads={k: DATASET_CLASSES[k] for k in heads})
-    enc = VisionEncoder(mc).to(args.device)
+    # the pipeline's own vision config (grid, heads), with the sweep's widths / depths and whole-image scene views
+    shape = MiniTrainConfig(widths=tuple(int(w) for w in args.widths.split(",")),
+                            depths=tuple(int(d) for d in args.depths.split(",")), scene_crop=0.0)
+    enc = VisionEncoder(vision_config(shape)).to(args.device)
     for m in enc.modules():
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -160,6 +160,19 @@ def test_deleting_the_conversation_deletes_its_thread(processes):
         assert conv.id not in [c.id for c in process.store.list()]
 
 
+def test_deleting_an_agent_conversation_in_the_web_chat_deletes_its_thread(processes, backend):
+    from bot.service import ConversationService
+
+    with FakePlanner([{"content": "你好！"}]) as planner:
+        process = processes(planner)
+        conv = process.agent.start()
+        process.agent.send(conv.id, "你好")
+        assert len(process.agent.thread(conv.id)) == 2
+        ConversationService(backend, process.store).delete(conv.id)  # what the web chat's delete button calls
+        assert process.agent.thread(conv.id) == []
+        assert conv.id not in [c.id for c in process.store.list()]
+
+
 def test_checkpointer_sits_in_the_store_database(tmp_path):
     import sqlite3
 

@@ -1,66 +1,20 @@
-"""The agent's image metadata comes from `imagery` (rasterio for every TIFF, Pillow's header for the rest): GDAL-only
-multi-band GeoTIFFs, which Pillow cannot open, keep their bands, sample type and georeferencing; nothing is decoded."""
+"""bot.scene words the image metadata for the agent's planner, in Chinese and English."""
 
 from __future__ import annotations
 
-import io
+from bot.scene import describe_metadata
 
-import numpy as np
-import pytest
-import rasterio
-import rasterio.io
-from PIL import Image, UnidentifiedImageError
-from rasterio.transform import from_origin
-
-from bot.scene import describe_metadata, read_metadata
-from imagery.errors import ImageError
+GEOTIFF = {"format": "TIFF", "width": 300, "height": 200, "mode": "uint16", "bands": 8, "bytes": 1234,
+           "geo": {"crs": "EPSG:32650", "pixel_size": [10.0, 10.0],
+                   "bounds": [500_000.0, 3_998_000.0, 503_000.0, 4_000_000.0]}}
 
 
-def gdal_geotiff(bands: int, dtype: str, crs: str | None = "EPSG:32650") -> bytes:
-    profile = {"driver": "GTiff", "width": 300, "height": 200, "count": bands, "dtype": dtype, "compress": "deflate",
-               "transform": from_origin(500_000, 4_000_000, 10, 10)}
-    if crs:
-        profile["crs"] = crs
-    with rasterio.MemoryFile() as memfile:
-        with memfile.open(**profile) as ds:
-            ds.write(np.ones((bands, 200, 300), dtype=dtype))
-        return memfile.read()
+def test_a_georeferenced_scene_is_described_with_its_bands_crs_and_bounds():
+    text = describe_metadata(GEOTIFF)
+    assert "TIFF 300×200 px, 8 波段 bands (uint16), 1,234 bytes" in text
+    assert "CRS EPSG:32650" in text and "像元大小 pixel size 10×10" in text and "[500000, 3.998e+06" in text
 
 
-@pytest.fixture
-def no_pixel_reads(monkeypatch):
-    def read(self, *args, **kwargs):
-        raise AssertionError("metadata decoded pixels")
-
-    monkeypatch.setattr(rasterio.io.DatasetReader, "read", read)
-
-
-def test_multiband_16_bit_geotiff_metadata(no_pixel_reads):
-    data = gdal_geotiff(8, "uint16")
-    with pytest.raises(UnidentifiedImageError):
-        Image.open(io.BytesIO(data))  # Pillow cannot open it (8 samples per pixel): only rasterio reads it
-    meta = read_metadata(data)
-    assert (meta["format"], meta["width"], meta["height"], meta["bands"], meta["mode"]) == (
-        "TIFF", 300, 200, 8, "uint16")
-    geo = meta["geo"]
-    assert geo["crs"] == "EPSG:32650" and geo["model_type"] == "projected" and geo["pixel_size"] == [10.0, 10.0]
-    assert geo["bounds"] == [500_000.0, 4_000_000.0 - 2000, 500_000.0 + 3000, 4_000_000.0]
-    assert "8 波段 bands (uint16)" in describe_metadata(meta) and "EPSG:32650" in describe_metadata(meta)
-
-
-def test_geographic_and_unreferenced_tiffs(no_pixel_reads):
-    assert read_metadata(gdal_geotiff(3, "uint8", crs="EPSG:4326"))["geo"]["model_type"] == "geographic"
-    plain = io.BytesIO()
-    Image.new("RGB", (64, 32)).save(plain, "TIFF")
-    meta = read_metadata(plain.getvalue())
-    assert (meta["width"], meta["height"], meta["bands"], meta["geo"]) == (64, 32, 3, None)
-    assert "not georeferenced" in describe_metadata(meta)
-
-
-def test_non_tiffs_and_non_images():
-    png = io.BytesIO()
-    Image.new("LA", (20, 10)).save(png, "PNG")
-    meta = read_metadata(png.getvalue())
-    assert (meta["format"], meta["width"], meta["bands"], meta["mode"], meta.get("geo")) == ("PNG", 20, 2, "LA", None)
-    with pytest.raises(ImageError, match="不是可识别的图像"):
-        read_metadata(b"not an image at all")
+def test_a_plain_image_is_said_to_have_no_georeferencing():
+    text = describe_metadata({"format": "PNG", "width": 20, "height": 10, "mode": "LA", "bands": 2, "bytes": 99})
+    assert text.splitlines() == ["图像 image: PNG 20×10 px, 2 波段 bands (LA), 99 bytes", "无地理参考 not georeferenced"]

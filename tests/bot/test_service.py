@@ -223,3 +223,11 @@ def test_list_rename_delete_and_export_through_the_service(backend, tmp_path, ai
     assert markdown.startswith("# 旧") and "这是什么？" in markdown and '"role": "assistant"' in data
     service.delete(older.id)
     assert [c.id for c in service.conversations()] == [newer.id]
+
+
+def test_exists_reads_another_users_conversation_as_missing(backend, tmp_path):
+    service = make_service(backend, tmp_path)
+    alices = service.start(owner="alice")
+    assert service.exists(alices.id) and service.exists(alices.id, "alice")  # no login (None): any conversation
+    assert not service.exists(alices.id, "bob")
+    assert not service.exists("no-such-id") and not service.exists(None)

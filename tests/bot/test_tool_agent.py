@@ -19,10 +19,11 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image, TiffImagePlugin
 
 from bot.agent import AgentSettings, RemoteSensingAgent, build_planner
-from bot.scene import read_metadata, resolve_box, tile_grid
 from bot.service import ServiceError
 from bot.tool import RemoteGLMTool
-from model_adapter import ChatMessage, GenerationParams, ImageError, load_backend, load_image
+from imagery import ImageError, load_image
+from imagery.probe import read_metadata
+from model_adapter import ChatMessage, GenerationParams, load_backend
 from storage import ConversationStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -96,18 +97,6 @@ def test_geotiff_metadata_from_tags():
     assert geo["crs"] == "EPSG:32650" and geo["pixel_size"] == [10.0, 10.0]
     assert geo["bounds"] == [500000.0, 4000000.0 - 5120, 500000.0 + 5120, 4000000.0]
     assert read_metadata((FIXTURES / "ucm/airplane_192.jpg").read_bytes())["format"] == "JPEG"
-
-
-def test_boxes_and_tiles():
-    assert resolve_box([0, 0, 0.5, 0.5], 512, 256) == (0, 0, 256, 128)
-    assert resolve_box([-10, 5, 600, 100], 512, 256) == (0, 5, 512, 100)
-    with pytest.raises(ValueError, match="at least"):
-        resolve_box([0, 0, 3, 3], 512, 512)
-    assert [t[2] for t in tile_grid((0, 0, 512, 512), 256, 16)] == [
-        (0, 0, 256, 256), (256, 0, 512, 256), (0, 256, 256, 512), (256, 256, 512, 512)]
-    assert len(tile_grid((0, 0, 6000, 6000), 512, 16)) <= 16
-    with pytest.raises(ValueError):
-        tile_grid((0, 0, 512, 512), 256, 4, rows=3, cols=3)
 
 
 # --- the tool -------------------------------------------------------------------------------------------------------

@@ -23,10 +23,9 @@ from PIL import Image
 from rasterio.enums import Resampling
 
 import imagery.geotiff as geotiff
-from bot.scene import read_metadata
 from imagery.header import ImageHeader, ImageTooLarge, check_header, decode_budget
-from imagery.probe import probe, probe_checked
-from model_adapter.images import MAX_DECLARED_PIXELS, load_image
+from imagery.probe import probe, probe_checked, read_metadata
+from imagery import MAX_DECLARED_PIXELS, load_image
 from storage.images import ImageStore
 from testing.images import BOMB_BANDS, BOMB_SIDE, multiband_bomb, ramp_scene
 

@@ -12,7 +12,7 @@ from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
 from imagery.geotiff import default_bands, parse_bands, read_tiff, tiff_info
-from model_adapter.images import ImageError, load_image
+from imagery import ImageError, load_image
 from storage.images import ImageStore
 
 H, W = 48, 64

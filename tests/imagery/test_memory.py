@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import model_adapter.images as images
+import imagery.load as images
 from imagery.memory import TRIM_AFTER_BYTES, release_free_memory
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imagery.errors import ImageError
-from imagery.tiles import TRAIN_TILE_PX, open_scene
+from imagery.tiles import TRAIN_TILE_PX, open_scene, resolve_box, split_box
 from tests.mosaics import fixture_tiles, mosaic, write_geotiff
 
 
@@ -122,3 +122,15 @@ def test_scene_bytes_open_like_a_file(tmp_path, tiles):
     with open_scene(data) as scene:
         assert scene.info.crs == "EPSG:32650" and scene.grid().cols == 2
         assert np.array_equal(scene.read_tile(scene.grid(), 0, 1).pixels, tiles["harbor"])
+
+
+def test_agent_boxes_and_their_tile_grids():
+    assert resolve_box([0, 0, 0.5, 0.5], 512, 256) == (0, 0, 256, 128)
+    assert resolve_box([-10, 5, 600, 100], 512, 256) == (0, 5, 512, 100)
+    with pytest.raises(ValueError, match="at least"):
+        resolve_box([0, 0, 3, 3], 512, 512)
+    assert [t[2] for t in split_box((0, 0, 512, 512), 256, 16)] == [
+        (0, 0, 256, 256), (256, 0, 512, 256), (0, 256, 256, 512), (256, 256, 512, 512)]
+    assert len(split_box((0, 0, 6000, 6000), 512, 16)) <= 16
+    with pytest.raises(ValueError):
+        split_box((0, 0, 512, 512), 256, 4, rows=3, cols=3)

@@ -59,11 +59,16 @@ def _in_threads(fns):
     return threads, results, errors
 
 
-def test_concurrent_requests_share_a_batch_and_equal_one_by_one_answers(model_dir, images):
+@pytest.mark.parametrize("join", [True, False], ids=["joining", "next-batch"])
+def test_concurrent_requests_share_a_batch_and_equal_one_by_one_answers(model_dir, images, join):
+    """The first request runs alone; the others arrive while it runs and either join its batch after a few steps
+    (the running row's prompt plus its tokens so far prefilled again) or wait for the next batch. Either way each
+    answer is the one it gets alone."""
     convs = _conversations(images)
     backend = load_backend(model=str(model_dir), image_cache_mb=0)
+    backend.scheduler.join = join
     expected = [backend.generate(c, GREEDY) for c in convs]
-    assert backend.scheduler.largest_batch == 1
+    assert backend.scheduler.largest_batch == 1 and backend.scheduler.joins == 0
 
     gate = Gate(backend)
     batches = backend.scheduler.batches
@@ -78,8 +83,13 @@ def test_concurrent_requests_share_a_batch_and_equal_one_by_one_answers(model_di
     [t.join(timeout=120) for t in first + threads]
     assert not errors and not first_errors
     assert "".join(ch.text for ch in first_results[0]) == expected[0].text
+    final = first_results[0][-1].completion
+    assert (final.prompt_tokens, final.completion_tokens) == (expected[0].prompt_tokens, expected[0].completion_tokens)
     assert results == [e.text for e in expected[1:]]
-    assert backend.scheduler.largest_batch == len(convs) - 1
+    if join:  # the first row went on in one batch with all the others
+        assert backend.scheduler.joins == 1 and backend.scheduler.largest_batch == len(convs)
+    else:
+        assert backend.scheduler.joins == 0 and backend.scheduler.largest_batch == len(convs) - 1
 
 
 def test_a_cancelled_request_leaves_the_rest_of_its_batch_intact(tiny_glm4v_dir, images):
@@ -103,6 +113,44 @@ def test_a_cancelled_request_leaves_the_rest_of_its_batch_intact(tiny_glm4v_dir,
     assert finals[1].finish_reason == "cancelled" and finals[1].completion_tokens < 40
     assert expected[1].startswith(texts[1])
     for i in (0, 2, 3):
+        assert texts[i] == expected[i] and finals[i].finish_reason == "length" and finals[i].completion_tokens == 40
+
+
+def test_a_request_that_joined_a_running_batch_can_be_cancelled_alone(tiny_glm4v_dir, images):
+    long = GenerationParams(max_new_tokens=40, do_sample=False)
+    backend = load_backend(model=str(tiny_glm4v_dir))
+    backend.model.generation_config.min_new_tokens = 40
+    convs = _conversations(images)[:3]
+    expected = [backend.generate(c, long).text for c in convs]
+
+    gate = Gate(backend)
+    first = backend.stream(convs[0], long)
+    threads, results, errors = _in_threads([lambda: list(first)])
+    _wait(lambda: backend.scheduler.running == 1)
+    cancel = threading.Event()
+    later = [backend.stream(convs[1], long, cancel=cancel), backend.stream(convs[2], long)]
+    more, more_results, more_errors = _in_threads([lambda s=s: list(s) for s in later])
+    _wait(lambda: backend.scheduler.waiting == 2)
+    joined, go, run = threading.Event(), threading.Event(), gate.run
+
+    def hold_the_joined_batch(requests):
+        if len(requests) == 3:
+            joined.set()
+            go.wait(timeout=60)
+        run(requests)
+
+    gate.run = hold_the_joined_batch
+    gate.opened.set()
+    assert joined.wait(timeout=60) and backend.scheduler.joins == 1  # both joined the first request's batch
+    cancel.set()
+    go.set()
+    [t.join(timeout=120) for t in threads + more]
+    assert not errors and not more_errors
+    texts = ["".join(c.text for c in chunks) for chunks in results + more_results]
+    finals = [chunks[-1].completion for chunks in results + more_results]
+    assert finals[1].finish_reason == "cancelled" and finals[1].completion_tokens < 40
+    assert expected[1].startswith(texts[1])
+    for i in (0, 2):
         assert texts[i] == expected[i] and finals[i].finish_reason == "length" and finals[i].completion_tokens == 40
 
 

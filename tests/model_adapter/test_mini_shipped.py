@@ -109,7 +109,7 @@ def test_without_an_image_it_asks_for_one_instead_of_inventing_a_scene(backend) 
 
 
 def test_answers_in_english_when_asked_and_repeats_in_english(backend) -> None:
-    from finetune.intents import answer_lang
+    from finetune.data.intents import answer_lang
     from model_adapter import ChatMessage
 
     image = Image.open(FIXTURES / "harbor_1092.jpg")
@@ -122,7 +122,7 @@ def test_answers_in_english_when_asked_and_repeats_in_english(backend) -> None:
 
 
 def test_says_honestly_what_the_image_cannot_tell(backend) -> None:
-    from finetune.intents import CANNOT_TELL
+    from finetune.data.intents import CANNOT_TELL
     from model_adapter import ChatMessage
 
     image = Image.open(FIXTURES / "denseresidential_692.jpg")
@@ -133,7 +133,7 @@ def test_says_honestly_what_the_image_cannot_tell(backend) -> None:
 
 
 def test_water_and_urban_questions_get_relevant_answers(backend) -> None:
-    from finetune.caption_metrics import parse_yes_no
+    from finetune.evaluate.caption_metrics import parse_yes_no
     from model_adapter import ChatMessage
 
     harbor, dense = Image.open(FIXTURES / "harbor_1092.jpg"), Image.open(FIXTURES / "denseresidential_692.jpg")

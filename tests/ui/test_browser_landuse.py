@@ -94,6 +94,12 @@ def test_tile_analysis_ask_the_map_and_click_a_tile_in_the_browser(ui_backend, t
         page.locator("#landuse-map img").wait_for(timeout=10_000)
         assert "共 4 个分块" in page.locator("#chatbot").inner_text()
 
+        # the English switch relabels the panel as well as the chat
+        page.get_by_text("English", exact=True).click()
+        page.locator("#landuse-ask-btn").get_by_text("Answer from the map").wait_for(timeout=10_000)
+        assert page.locator("#landuse-run").inner_text().strip() == "Tile analysis"
+        assert "Land-use map" in page.locator("#landuse-panel").inner_text()
+
 
 def test_cancel_in_the_browser_keeps_the_finished_tiles(ui_backend, tmp_path):
     from bot.landuse_store import load_map

@@ -1,0 +1,5 @@
+import sys
+
+from finetune.data.builder import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+from finetune.evaluate.runner import main
+
+raise SystemExit(main())

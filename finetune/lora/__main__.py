@@ -1,0 +1,5 @@
+import sys
+
+from finetune.lora.cli import main
+
+sys.exit(main())
