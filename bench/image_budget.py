@@ -31,7 +31,7 @@ def rss():  # this process's peak RSS, MB (getrusage's ru_maxrss would carry the
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 data = Path(sys.argv[1]).read_bytes()
-import model_adapter  # the app's imports (torch included) come first, in every checkout
+import model_adapter.hf  # the local backend's imports (torch included) come first, in every checkout
 try:
     from imagery import load_image
 except ImportError:  # a baseline checkout from before imagery.load (issue 12)
