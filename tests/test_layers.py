@@ -69,3 +69,14 @@ def test_the_check_sees_lazy_and_relative_imports():
     source = "import os\n\ndef f():\n    from storage.images import ImageStore\n    from . import scene\n"
     assert imports(source, "bot") == [(1, "os"), (4, "storage.images"), (5, "bot")]
     assert imports("from ..imagery import load\n", "bot.sub") == [(1, "bot.imagery")]
+
+
+def test_nothing_outside_tests_imports_the_tests():
+    """Helpers that the product or the benchmarks need live in testing/ (tiny models, synthetic images)."""
+    problems = []
+    for path in sorted(ROOT.glob("*.py")) + sorted(p for d in RANK if (ROOT / d).is_dir() and d != "tests"
+                                                    for p in (ROOT / d).rglob("*.py")):
+        for line, module in imports(path.read_text(encoding="utf-8")):
+            if module.split(".")[0] == "tests":
+                problems.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not problems, "move what these need to testing/:\n" + "\n".join(problems)
