@@ -298,7 +298,7 @@ def add_flags(parser: argparse.ArgumentParser, config: type, *, names: list[str]
         if names is not None and name not in names:
             continue
         if _nested(_plain(kind)):
-            add_flags(parser, _plain(kind), prefix=f"{prefix}{name}.", env_prefix=f"{env_prefix}{name.upper()}__",
+            add_flags(parser, _plain(kind), prefix=f"{prefix}{name}.", env_prefix=_nested_env(env_prefix, name),
                       dest_prefix=dest_prefix)
             continue
         flag = "--" + (prefix + name).replace("_", "-")
@@ -333,7 +333,7 @@ def flag_values(args: argparse.Namespace, config: type, *, prefix: str = "", env
     for name, kind, _default, _doc, _required in _fields(config):
         if _nested(_plain(kind)):
             part = flag_values(args, _plain(kind), prefix=f"{prefix}{name}.", dest_prefix=dest_prefix,
-                               env_prefix=f"{env_prefix}{name.upper()}__", environment=environment)
+                               env_prefix=_nested_env(env_prefix, name), environment=environment)
             if part:
                 values[name] = _plain(kind)(**part)
             continue
@@ -341,13 +341,42 @@ def flag_values(args: argparse.Namespace, config: type, *, prefix: str = "", env
         if dest in given:
             values[name] = given[dest]
         elif environment and env_prefix and (env_prefix + name.upper()) in os.environ:
-            values[name] = _converter(kind)(os.environ[env_prefix + name.upper()])
+            variable, text = env_prefix + name.upper(), os.environ[env_prefix + name.upper()]
+            if _issubclass(config, BaseModel) and typing.get_origin(_plain(kind)) is not tuple:
+                values[name] = text  # pydantic converts it (and names what is wrong) as for a flag
+                continue
+            try:
+                values[name] = _converter(kind)(text)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise FlagError(f"environment variable {variable}={text!r}: {exc}") from None
     return values
+
+
+class FlagError(ValueError):
+    """A setting from the environment that does not parse (flags are checked by argparse itself)."""
+
+
+def _nested_env(env_prefix: str, name: str) -> str:
+    """The environment prefix of a nested config's fields: REMOTEGLM_MINI_VISION__EPOCHS ('' stays '')."""
+    return f"{env_prefix}{name.upper()}__" if env_prefix else ""
 
 
 def config_from_flags(args: argparse.Namespace, config: type, **kwargs: Any) -> Any:
     """An instance of `config` from the flags `add_flags` added, the environment and the defaults, in that order."""
     return config(**flag_values(args, config, **kwargs))
+
+
+def config_from_argv(config: type, argv: list[str] | None = None, *, prog: str | None = None,
+                 description: str | None = None, env_prefix: str = ENV_PREFIX) -> Any:
+    """`config` from a command line of its own (`argv`, else sys.argv), then the environment, then its defaults;
+    a bad value, typed or from the environment, ends with argparse's usage line and exit status 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(parser, config, env_prefix=env_prefix)
+    try:
+        return config_from_flags(parser.parse_args(argv), config, env_prefix=env_prefix)
+    except FlagError as exc:
+        parser.error(str(exc))
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:

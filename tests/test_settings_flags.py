@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from settings import Settings, add_flags, config_from_flags
+from settings import Settings, add_flags, config_from_flags, config_from_argv
 
 
 @dataclass
@@ -94,3 +94,19 @@ def test_two_configs_on_one_parser_kept_apart():
     add_flags(parser, Inner, dest_prefix="a_")
     args = parser.parse_args(["--steps", "3"])
     assert config_from_flags(args, Inner, dest_prefix="a_") == Inner(steps=3)
+
+
+def test_a_bad_environment_value_names_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("REMOTEGLM_TEST_INNER__STEPS", "many")
+    with pytest.raises(SystemExit) as stopped:
+        config_from_argv(Outer, [], prog="demo", env_prefix="REMOTEGLM_TEST_")
+    assert stopped.value.code == 2
+    assert "REMOTEGLM_TEST_INNER__STEPS='many'" in capsys.readouterr().err
+    monkeypatch.setenv("REMOTEGLM_TEST_INNER__STEPS", "3")
+    assert config_from_argv(Outer, ["--limit", "2"], env_prefix="REMOTEGLM_TEST_") == Outer(limit=2, inner=Inner(steps=3))
+
+
+def test_without_an_environment_prefix_nothing_is_read(monkeypatch):
+    monkeypatch.setenv("INNER__STEPS", "3")
+    monkeypatch.setenv("STEPS", "3")
+    assert config_from_argv(Outer, [], env_prefix="") == Outer()

@@ -17,7 +17,6 @@ prints where. Images are read from --data-root (env REMOTEGLM_DATA_ROOT); none f
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -30,7 +29,7 @@ from finetune.evaluate.caption_metrics import (
     caption_scores, confusion, faithfulness, normalise_sentence, parse_count, parse_scene, parse_yes_no,
     stock_sentences,
 )
-from settings import add_flags, config_from_flags
+from settings import config_from_argv
 from vocabulary.datasets import data_root
 from finetune.evaluate.questions import (
     answers_rows, best_constant, build_question_items, markdown_questions, score_questions,
@@ -366,10 +365,8 @@ ENV_PREFIX = "REMOTEGLM_EVAL_"
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
     """The config from the command line, then `REMOTEGLM_EVAL_*`, then the defaults."""
-    ap = argparse.ArgumentParser(prog="python -m finetune.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(ap, EvalConfig, env_prefix=ENV_PREFIX)
-    return config_from_flags(ap.parse_args(argv), EvalConfig, env_prefix=ENV_PREFIX)
+    return config_from_argv(EvalConfig, argv, prog="python -m finetune.evaluate", description=__doc__,
+                            env_prefix=ENV_PREFIX)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@ folder and reused on resume. Run alone: `python -m finetune.mini.images --data-r
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +85,9 @@ class CacheConfig:
 
 
 def main() -> None:
-    from settings import add_flags, config_from_flags
+    from settings import config_from_argv
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    add_flags(ap, CacheConfig, env_prefix="")
-    args = config_from_flags(ap.parse_args(), CacheConfig, env_prefix="")
+    args = config_from_argv(CacheConfig, description=__doc__, env_prefix="")
     sets = load_or_build_cache(args.data_root, args.out, args.size, ("ucm", "rsicd", "sydney"))
     for name, s in sets.items():
         print(name, tuple(s.images.shape), {sp: int((np.array(s.splits) == sp).sum()) for sp in set(s.splits)})

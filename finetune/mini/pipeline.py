@@ -15,12 +15,11 @@ Seeded (--seed); one tqdm bar per stage; validation every epoch (vision) / every
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 from finetune.mini.config import MiniTrainConfig
-from settings import add_flags, config_from_flags
+from settings import config_from_argv
 
 
 def load_images(cfg: MiniTrainConfig) -> dict:
@@ -63,10 +62,8 @@ ENV_PREFIX = "REMOTEGLM_MINI_"
 
 def parse_config(argv: list[str] | None = None) -> MiniTrainConfig:
     """The config from the command line (`--seed`, `--vision.epochs`, ...), then `REMOTEGLM_MINI_*`, then defaults."""
-    ap = argparse.ArgumentParser(prog="python -m finetune.mini", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(ap, MiniTrainConfig, env_prefix=ENV_PREFIX)
-    return config_from_flags(ap.parse_args(argv), MiniTrainConfig, env_prefix=ENV_PREFIX)
+    return config_from_argv(MiniTrainConfig, argv, prog="python -m finetune.mini", description=__doc__,
+                            env_prefix=ENV_PREFIX)
 
 
 def main(argv: list[str] | None = None) -> int:
