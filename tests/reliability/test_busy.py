@@ -18,7 +18,7 @@ from settings import Settings
 from storage import ConversationStore
 from ui.chat_view import ERROR_MARK
 from ui.cli import TerminalChat
-from ui.web import ChatHandlers
+from ui.handlers import ChatHandlers
 
 GREEDY = GenerationParams(max_new_tokens=6, do_sample=False)
 

@@ -23,7 +23,7 @@ from bot.service import ConversationService
 from model_adapter import ChatBackend, Completion, StreamChunk, load_backend
 from settings import REPO_ROOT, Settings
 from storage import ConversationStore
-from ui.web import ChatHandlers
+from ui.handlers import ChatHandlers
 
 MAX_NEW_TOKENS = 12
 

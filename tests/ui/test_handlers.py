@@ -13,7 +13,7 @@ from storage import NotFound
 from tests.conftest import FIXTURES
 from tests.ui.conftest import CONVERTED, REFUSED, EndlessBackend, make_service
 from ui.chat_view import ERROR_MARK, to_chatbot
-from ui.web import EMPTY_INPUT, ChatHandlers
+from ui.handlers import EMPTY_INPUT, ChatHandlers
 
 AIRPLANE = str(FIXTURES / "ucm" / "airplane_192.jpg")
 HARBOR = str(FIXTURES / "ucm" / "harbor_1092.jpg")
